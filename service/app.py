@@ -1,0 +1,61 @@
+"""FastAPI app factory of the gateway.
+
+``create_app(settings)`` builds everything a gateway process needs (storage, job
+store, Celery client, player cache) from one settings object and hangs it on
+``app.state.services``; nothing lives in module globals, so tests can build apps
+against temporary data dirs side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from service.api.errors import install_error_handlers
+from service.api.routes import avatars, health, jobs, motions
+from service.state import Services
+from workers.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+API_DESCRIPTION = """
+Turn one photo (or a few) of a person into an animatable full-body avatar, then
+stream it posed and moving. Upload with `POST /v1/avatars`, poll `GET /v1/jobs/{id}`,
+then download `avatar.glb` or stream MJPEG frames.
+
+Every error is `{"error": {"code", "message", "details"}}` with a stable `code`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The gateway app for ``settings`` (default: from the environment)."""
+    settings = settings or get_settings()
+    services = Services.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        removed = await run_in_threadpool(services.storage.sweep_incomplete)
+        if removed:
+            log.info("removed %d incomplete upload(s) left by a crash", removed)
+        try:
+            yield
+        finally:
+            services.close()
+
+    app = FastAPI(
+        title="Avatars",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(avatars.router)
+    app.include_router(jobs.router)
+    app.include_router(motions.router)
+    return app

@@ -1,0 +1,294 @@
+"""Local-directory storage of avatars.
+
+Layout: ``{data_dir}/avatars/{avatar_id}/`` holds ``originals/photo_{i}.{ext}``,
+``avatar.json`` (id, created_at, photos, job_id) and whatever the pipeline writes
+(``fit/``, ``texture/``, ``avatar.glb``, ``quality.json``).
+
+Why it is built this way:
+- Ids are server-generated (uuid4 hex) and every id that reaches this module is
+  checked against ``ID_RE`` before it becomes part of a path, so a URL segment
+  such as ``..`` or ``%2e%2e`` can never address anything outside the store.
+- Every file is written atomically (temp file in the same directory, fsync,
+  ``os.replace``): a reader sees the old file or the new one, never half of one.
+- A new avatar is assembled under a hidden temporary directory and renamed into
+  place only once all its originals and its metadata are written, so a failed or
+  rejected upload leaves nothing under a valid id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+log = logging.getLogger(__name__)
+
+#: Avatar and job ids: 32 lowercase hex characters (uuid4().hex).
+ID_RE = re.compile(r"\A[0-9a-f]{32}\Z")
+
+#: Prefix of directories being assembled; never matches ``ID_RE``.
+INCOMING_PREFIX = ".incoming-"
+
+#: File extension stored for each accepted image format.
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+
+_COPY_CHUNK = 1024 * 1024
+
+
+class InvalidIdError(ValueError):
+    """An id that is not a server-generated id; it never becomes a path."""
+
+
+def new_id() -> str:
+    """A fresh server-generated id (avatar or job)."""
+    return uuid.uuid4().hex
+
+
+def is_valid_id(value: object) -> bool:
+    """True when ``value`` has the exact shape of an id this server generates."""
+    return isinstance(value, str) and ID_RE.match(value) is not None
+
+
+def utc_now() -> str:
+    """Current time as an ISO 8601 UTC string (the format of every stored timestamp)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry (a rename or a new file) to disk."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_stream(path: Path, source: BinaryIO) -> tuple[int, str]:
+    """Copy ``source`` to ``path`` atomically; returns (bytes written, sha256 hex)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    size = 0
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := source.read(_COPY_CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        _unlink_quietly(Path(tmp_name))
+        raise
+    fsync_dir(path.parent)
+    return size, digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + os.replace)."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        _unlink_quietly(Path(tmp_name))
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented UTF-8 JSON, atomically."""
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode("utf-8") + b"\n")
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def display_name(filename: str | None, limit: int = 200) -> str | None:
+    """The client's file name reduced to display metadata: no directories, no control chars."""
+    if not filename:
+        return None
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable())
+    return name[:limit] or None
+
+
+@dataclass(frozen=True)
+class NewPhoto:
+    """One validated photo, ready to be stored.
+
+    ``fileobj`` is positioned anywhere; it is rewound before copying. ``fmt`` is the
+    format Pillow decoded ("JPEG", "PNG" or "WEBP"), not what the client claimed.
+    """
+
+    fileobj: BinaryIO
+    fmt: str
+    width: int
+    height: int
+    original_filename: str | None = None
+
+
+class AvatarStorage:
+    """Avatars on the local filesystem under ``root`` (normally ``data_dir/avatars``)."""
+
+    META_NAME = "avatar.json"
+    GLB_NAME = "avatar.glb"
+    QUALITY_NAME = "quality.json"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # -- paths ---------------------------------------------------------------
+    def avatar_dir(self, avatar_id: str) -> Path:
+        """Directory of an avatar; raises ``InvalidIdError`` for anything but a valid id."""
+        if not is_valid_id(avatar_id):
+            raise InvalidIdError("invalid avatar id")
+        return self.root / avatar_id
+
+    def glb_path(self, avatar_id: str) -> Path:
+        return self.avatar_dir(avatar_id) / self.GLB_NAME
+
+    def exists(self, avatar_id: str) -> bool:
+        """True for a completely stored avatar (its metadata file exists)."""
+        if not is_valid_id(avatar_id):
+            return False
+        return (self.root / avatar_id / self.META_NAME).is_file()
+
+    # -- reading -------------------------------------------------------------
+    def read_meta(self, avatar_id: str) -> dict[str, Any] | None:
+        """``avatar.json`` of an avatar, or None when there is no such avatar."""
+        if not is_valid_id(avatar_id):
+            return None
+        try:
+            return json.loads((self.root / avatar_id / self.META_NAME).read_text("utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def read_quality(self, avatar_id: str) -> dict[str, Any] | None:
+        """The pipeline's ``quality.json`` when present and readable, else None."""
+        path = self.avatar_dir(avatar_id) / self.QUALITY_NAME
+        try:
+            return json.loads(path.read_text("utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            log.warning("unreadable quality report %s", path, exc_info=True)
+            return None
+
+    def glb_if_ready(self, avatar_id: str) -> Path | None:
+        path = self.glb_path(avatar_id)
+        return path if path.is_file() else None
+
+    # -- writing -------------------------------------------------------------
+    def create(
+        self, photos: Sequence[NewPhoto], *, job_id: str, avatar_id: str | None = None
+    ) -> dict[str, Any]:
+        """Store a new avatar's originals and metadata; returns the metadata.
+
+        All files are written under a hidden temporary directory which is renamed
+        to its final name last: on any error the temporary directory is removed and
+        nothing is left under the avatar id.
+        """
+        if not photos:
+            raise ValueError("an avatar needs at least one photo")
+        avatar_id = avatar_id or new_id()
+        final_dir = self.avatar_dir(avatar_id)
+        if not is_valid_id(job_id):
+            raise InvalidIdError("invalid job id")
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f"{INCOMING_PREFIX}{avatar_id}-", dir=self.root))
+        try:
+            originals = tmp_dir / "originals"
+            originals.mkdir()
+            entries = []
+            for index, photo in enumerate(photos):
+                ext = EXTENSIONS[photo.fmt]
+                name = f"photo_{index}.{ext}"
+                photo.fileobj.seek(0)
+                size, sha256 = atomic_write_stream(originals / name, photo.fileobj)
+                entries.append(
+                    {
+                        "index": index,
+                        "file": f"originals/{name}",
+                        "format": photo.fmt.lower(),
+                        "width": photo.width,
+                        "height": photo.height,
+                        "bytes": size,
+                        "sha256": sha256,
+                        "original_filename": display_name(photo.original_filename),
+                    }
+                )
+            meta = {
+                "id": avatar_id,
+                "created_at": utc_now(),
+                "job_id": job_id,
+                "photos": entries,
+            }
+            atomic_write_json(tmp_dir / self.META_NAME, meta)
+            fsync_dir(tmp_dir)
+            # rename(2) onto an existing non-empty directory fails, which is what we
+            # want: a fresh uuid never collides, and if it did we must not merge.
+            os.rename(tmp_dir, final_dir)
+        except BaseException:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
+        fsync_dir(self.root)
+        return meta
+
+    def delete(self, avatar_id: str) -> None:
+        """Remove an avatar: renamed away first so it disappears in one step."""
+        path = self.avatar_dir(avatar_id)
+        if not path.exists():
+            return
+        doomed = self.root / f"{INCOMING_PREFIX}deleted-{avatar_id}-{new_id()[:8]}"
+        os.rename(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def sweep_incomplete(self, older_than_s: float = 3600.0) -> int:
+        """Remove temporary directories left by uploads interrupted by a crash."""
+        if not self.root.is_dir():
+            return 0
+        removed = 0
+        cutoff = time.time() - older_than_s
+        for entry in self.root.iterdir():
+            if entry.name.startswith(INCOMING_PREFIX) and entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        return removed
+
+    def check_writable(self) -> None:
+        """Raise ``OSError`` unless a file can be created, synced and removed in the store."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".probe-", dir=self.root)
+        try:
+            os.write(fd, b"ok")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            _unlink_quietly(Path(name))
+
+    def list_ids(self) -> list[str]:
+        """Ids of all completely stored avatars."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if is_valid_id(p.name) and self.exists(p.name))

@@ -1,0 +1,27 @@
+"""Enqueue the build of an avatar: a chain fit -> inpaint, sent by task name.
+
+Sending by name means the gateway never imports the task code (nor, through it,
+the ML pipeline): it only needs a Celery app configured for the same broker.
+"""
+
+from __future__ import annotations
+
+from celery import Celery, chain
+
+from workers.celery_app import FIT_QUEUE, FIT_TASK, INPAINT_QUEUE, INPAINT_TASK
+
+
+def avatar_chain(celery: Celery, avatar_id: str, job_id: str) -> chain:
+    """The two-stage chain; immutable signatures so each stage gets only its ids."""
+    args = (avatar_id, job_id)
+    return chain(
+        celery.signature(FIT_TASK, args=args, immutable=True, queue=FIT_QUEUE),
+        celery.signature(INPAINT_TASK, args=args, immutable=True, queue=INPAINT_QUEUE),
+    )
+
+
+def enqueue_avatar(avatar_id: str, job_id: str, celery: Celery | None = None) -> None:
+    """Send fit -> inpaint for an avatar whose originals and job already exist."""
+    if celery is None:
+        from workers.celery_app import app as celery
+    avatar_chain(celery, avatar_id, job_id).apply_async()

@@ -1,0 +1,206 @@
+"""Celery tasks: thin wrappers over ``models.pipeline.fit_stage`` / ``inpaint_stage``.
+
+Each task only translates between Celery and the pipeline: it marks the job
+running, forwards stage progress into the job store, records seconds per stage,
+and turns failures into a job error with a stable code:
+
+- ``PipelineError`` that is not transient (bad input): job failed with its code, no retry;
+- transient ``PipelineError``: retried up to ``task_max_retries``, then failed;
+- anything else: job failed with ``internal_error`` and a generic message; the
+  traceback goes to the worker log, never to the client.
+
+A failed stage raises ``Ignore`` so the message is acknowledged and the chain stops
+(the inpaint stage never runs after a failed fit). ``models`` is imported inside the
+task, so importing this module (the gateway never does) does not import torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore, Retry
+from celery.signals import worker_ready, worker_shutdown
+
+from workers.celery_app import FIT_QUEUE, FIT_TASK, INPAINT_QUEUE, INPAINT_TASK, app
+from workers.heartbeat import HeartbeatWriter
+from workers.jobs import STAGE_SPANS, JobError, JobNotFoundError, JobState, JobStore
+from workers.jobs import make_job_store, overall_progress
+from workers.settings import Settings, get_settings
+from workers.storage import AvatarStorage
+
+log = logging.getLogger(__name__)
+
+INTERNAL_ERROR_MESSAGE = "The avatar could not be built because of an internal error."
+
+#: Least time between two progress writes of one task (the last write of a stage
+#: always goes through).
+PROGRESS_INTERVAL_S = 0.25
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    settings: Settings
+    storage: AvatarStorage
+    jobs: JobStore
+
+
+@lru_cache(maxsize=1)
+def worker_context() -> WorkerContext:
+    """Storage and job store of this worker process, built once on first use."""
+    settings = get_settings()
+    return WorkerContext(settings, AvatarStorage(settings.avatars_dir), make_job_store(settings))
+
+
+class ProgressReporter:
+    """The ``progress(stage, fraction)`` callback handed to the pipeline.
+
+    Writes are throttled, never go backwards within one task run, and never raise:
+    a job store hiccup must not fail an otherwise good stage.
+    """
+
+    def __init__(self, jobs: JobStore, job_id: str, stages: tuple[str, ...]) -> None:
+        self.jobs = jobs
+        self.job_id = job_id
+        self.stages = stages
+        self.best = 0.0
+        self.stage: str | None = None
+        self.last_write = 0.0
+        self.lock = threading.Lock()
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if stage not in STAGE_SPANS:
+            log.debug("ignoring progress for unknown stage %r", stage)
+            return
+        with self.lock:
+            value = max(self.best, overall_progress(stage, fraction))
+            now = time.monotonic()
+            changed_stage = stage != self.stage
+            if not changed_stage and fraction < 1.0 and now - self.last_write < PROGRESS_INTERVAL_S:
+                return
+            self.best, self.stage, self.last_write = value, stage, now
+            try:
+                self.jobs.update(self.job_id, stage=stage, progress=value)
+            except Exception:  # noqa: BLE001 - progress is best effort
+                log.warning("progress update failed for job %s", self.job_id, exc_info=True)
+
+
+StageFn = Callable[[Path, Callable[[str, float], None]], dict[str, float]]
+
+
+def _run_stage(
+    task: Task, *, name: str, stages: tuple[str, ...], last: bool, avatar_id: str, job_id: str
+) -> dict[str, Any]:
+    """Run one pipeline stage for a job; shared by both tasks."""
+    ctx = worker_context()
+    job = ctx.jobs.get(job_id)
+    if job is None:
+        log.warning("%s: job %s does not exist; dropping the message", name, job_id)
+        raise Ignore()
+    if job.state is JobState.FAILED or (job.state is JobState.SUCCEEDED):
+        log.info("%s: job %s already %s; nothing to do", name, job_id, job.state.value)
+        raise Ignore()
+
+    def fail(code: str, message: str) -> None:
+        try:
+            ctx.jobs.update(job_id, state=JobState.FAILED, error=JobError(code, message))
+        except JobNotFoundError:
+            log.warning("job %s vanished before it could be marked failed", job_id)
+
+    if not ctx.storage.exists(avatar_id):
+        fail("avatar_not_found", "The avatar's photos are no longer stored.")
+        raise Ignore()
+
+    ctx.jobs.update(
+        job_id,
+        state=JobState.RUNNING,
+        stage=stages[0],
+        progress=max(job.progress, overall_progress(stages[0], 0.0)),
+        error=None,
+    )
+    from models import pipeline
+    from models.errors import PipelineError
+
+    stage_fn: StageFn = getattr(pipeline, f"{name}_stage")
+    reporter = ProgressReporter(ctx.jobs, job_id, stages)
+    started = time.monotonic()
+    try:
+        seconds = stage_fn(ctx.storage.avatar_dir(avatar_id), reporter)
+    except Retry:
+        raise
+    except PipelineError as exc:
+        retries = task.request.retries or 0
+        if getattr(exc, "transient", False) and retries < ctx.settings.task_max_retries:
+            log.warning(
+                "%s: transient error on job %s (%s), retry %d", name, job_id, exc.code, retries + 1
+            )
+            raise task.retry(exc=exc, countdown=ctx.settings.task_retry_delay_s) from exc
+        log.info("%s: job %s failed: %s: %s", name, job_id, exc.code, exc.message)
+        fail(str(exc.code), str(exc.message))
+        raise Ignore() from exc
+    except Exception:
+        log.exception("%s: unexpected error on job %s (avatar %s)", name, job_id, avatar_id)
+        fail("internal_error", INTERNAL_ERROR_MESSAGE)
+        raise Ignore() from None
+
+    seconds = {k: float(v) for k, v in (seconds or {}).items()}
+    log.info("%s: job %s done in %.1f s %s", name, job_id, time.monotonic() - started, seconds)
+    end = overall_progress(stages[-1], 1.0)
+    if last:
+        ctx.jobs.update(
+            job_id, state=JobState.SUCCEEDED, stage=None, progress=1.0, stage_seconds=seconds
+        )
+    else:
+        ctx.jobs.update(job_id, stage=stages[-1], progress=end, stage_seconds=seconds)
+    return {"avatar_id": avatar_id, "job_id": job_id, "seconds": seconds}
+
+
+@app.task(name=FIT_TASK, bind=True, queue=FIT_QUEUE, max_retries=None)
+def fit_avatar(self: Task, avatar_id: str, job_id: str) -> dict[str, Any]:
+    """Detect the person and fit the body model (``models.pipeline.fit_stage``)."""
+    return _run_stage(
+        self, name="fit", stages=("detect", "fit"), last=False, avatar_id=avatar_id, job_id=job_id
+    )
+
+
+@app.task(name=INPAINT_TASK, bind=True, queue=INPAINT_QUEUE, max_retries=None)
+def inpaint_avatar(self: Task, avatar_id: str, job_id: str) -> dict[str, Any]:
+    """Build the texture, inpaint unseen texels and bake the glb (``inpaint_stage``)."""
+    return _run_stage(
+        self,
+        name="inpaint",
+        stages=("texture", "inpaint", "bake"),
+        last=True,
+        avatar_id=avatar_id,
+        job_id=job_id,
+    )
+
+
+class _Heartbeat:
+    """Holds this worker's heartbeat writer between the ready and shutdown signals."""
+
+    writer: HeartbeatWriter | None = None
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    settings = get_settings()
+    if not settings.embedded:
+        return
+    queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
+    _Heartbeat.writer = HeartbeatWriter(settings, queues)
+    _Heartbeat.writer.start()
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(sender: Any = None, **_: Any) -> None:
+    if _Heartbeat.writer is not None:
+        _Heartbeat.writer.stop()
+        _Heartbeat.writer = None
