@@ -178,3 +178,17 @@ class AnnyBody:
             out[f"{side}_heel"] = ("vertex", int(cand[np.argmin(v[cand, 2])]))
             out[f"{side}_foot_index"] = ("vertex", int(cand[np.argmax(v[cand, 2])]))
         return out
+
+
+# Canonical (SMPL-X body) joint -> Anny bone, written into every bundle so the render path
+# retargets motions without knowing the body model.
+CANONICAL_TO_ANNY = {
+    "pelvis": "root", "left_hip": "upperleg01.L", "right_hip": "upperleg01.R",
+    "spine1": "spine05", "left_knee": "lowerleg01.L", "right_knee": "lowerleg01.R",
+    "spine2": "spine03", "left_ankle": "foot.L", "right_ankle": "foot.R", "spine3": "spine01",
+    "left_foot": "toe2-1.L", "right_foot": "toe2-1.R", "neck": "neck01",
+    "left_collar": "clavicle.L", "right_collar": "clavicle.R", "head": "head",
+    "left_shoulder": "upperarm01.L", "right_shoulder": "upperarm01.R",
+    "left_elbow": "lowerarm01.L", "right_elbow": "lowerarm01.R", "left_wrist": "wrist.L",
+    "right_wrist": "wrist.R",
+}
