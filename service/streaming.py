@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,9 @@ class PlayerCache:
     one avatar does not block streams of the others.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, loader: Callable[[Path], Any] | None = None) -> None:
         self.capacity = capacity
+        self._loader = loader
         self._items: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -46,9 +47,7 @@ class PlayerCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        from models.render.player import AvatarPlayer  # render path: no torch
-
-        player = AvatarPlayer.from_glb(glb_path)
+        player = (self._loader or _load_player)(glb_path)
         with self._lock:
             for old in [k for k in self._items if k[0] == avatar_id and k != key]:
                 del self._items[old]
@@ -61,6 +60,12 @@ class PlayerCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+
+def _load_player(glb_path: Path) -> Any:
+    from models.render.player import AvatarPlayer  # the render path imports no torch
+
+    return AvatarPlayer.from_glb(glb_path)
 
 
 def mjpeg_part(jpeg: bytes) -> bytes:

@@ -91,7 +91,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "socket_connect_timeout": 5,
         }
     else:
-        conf["broker_url"] = None
+        # The scheme names the transport for people reading logs; the class actually
+        # used is ``broker_transport`` (kombu prefers it over the URL's scheme).
+        conf["broker_url"] = "filesystem://localhost//"
         conf["broker_transport"] = EMBEDDED_TRANSPORT
         conf["broker_transport_options"] = {
             **embedded_queue_folders(settings),

@@ -1,0 +1,180 @@
+"""Job state stores: the same behaviour from SQLite (embedded) and Redis (production)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workers.jobs import (
+    STAGE_SPANS,
+    STAGES,
+    JobError,
+    JobNotFoundError,
+    JobState,
+    JobStore,
+    RedisJobStore,
+    SQLiteJobStore,
+    make_job_store,
+    overall_progress,
+)
+from workers.settings import Settings
+from workers.storage import new_id
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    if request.param == "sqlite":
+        job_store: JobStore = SQLiteJobStore(tmp_path / "jobs.sqlite")
+    else:
+        url = request.getfixturevalue("redis_server")
+        job_store = RedisJobStore(url, prefix=f"test:{new_id()}:")
+    yield job_store
+    job_store.close()
+
+
+def test_create_and_get(store: JobStore) -> None:
+    job_id, avatar_id = new_id(), new_id()
+    created = store.create(job_id, avatar_id)
+    fetched = store.get(job_id)
+    assert fetched == created
+    assert fetched.state is JobState.QUEUED
+    assert fetched.stage is None
+    assert fetched.progress == 0.0
+    assert fetched.stage_seconds == {}
+    assert fetched.error is None
+    assert fetched.created_at and fetched.updated_at
+    assert fetched.to_dict()["state"] == "queued"
+
+
+def test_missing_and_malformed_ids(store: JobStore) -> None:
+    assert store.get(new_id()) is None
+    assert store.get("../../x") is None
+    with pytest.raises(JobNotFoundError):
+        store.update(new_id(), state=JobState.RUNNING)
+    with pytest.raises(JobNotFoundError):
+        store.update("nope", state=JobState.RUNNING)
+    store.delete(new_id())  # no error
+
+
+def test_update_never_creates(store: JobStore) -> None:
+    job_id = new_id()
+    with pytest.raises(JobNotFoundError):
+        store.update(job_id, progress=0.5)
+    assert store.get(job_id) is None
+
+
+def test_duplicate_create_is_refused(store: JobStore) -> None:
+    job_id = new_id()
+    store.create(job_id, new_id())
+    with pytest.raises(Exception):  # noqa: B017 - sqlite IntegrityError / ValueError
+        store.create(job_id, new_id())
+
+
+def test_lifecycle_and_stage_seconds_merge(store: JobStore) -> None:
+    job_id = new_id()
+    store.create(job_id, new_id())
+    store.update(job_id, state=JobState.RUNNING, stage="detect", progress=0.05)
+    store.update(job_id, stage_seconds={"detect": 1.5, "fit": 10.25})
+    job = store.update(job_id, stage="texture", progress=0.55, stage_seconds={"texture": 2.0})
+    assert job.state is JobState.RUNNING
+    assert job.stage == "texture"
+    assert job.progress == pytest.approx(0.55)
+    assert job.stage_seconds == {"detect": 1.5, "fit": 10.25, "texture": 2.0}
+    done = store.update(job_id, state=JobState.SUCCEEDED, stage=None, progress=1.0)
+    assert done.state is JobState.SUCCEEDED and done.finished
+    assert done.stage is None
+    assert store.get(job_id) == done
+
+
+def test_error_set_and_cleared(store: JobStore) -> None:
+    job_id = new_id()
+    store.create(job_id, new_id())
+    failed = store.update(
+        job_id, state=JobState.FAILED, error=JobError("no_person_detected", "No person.")
+    )
+    assert failed.error == JobError("no_person_detected", "No person.")
+    assert store.get(job_id).error == failed.error
+    cleared = store.update(job_id, state=JobState.RUNNING, error=None)
+    assert cleared.error is None
+
+
+def test_delete(store: JobStore) -> None:
+    job_id = new_id()
+    store.create(job_id, new_id())
+    store.delete(job_id)
+    assert store.get(job_id) is None
+
+
+def test_ping(store: JobStore) -> None:
+    store.ping()
+
+
+def test_concurrent_updates_from_threads_lose_nothing(store: JobStore) -> None:
+    job_id = new_id()
+    store.create(job_id, new_id())
+
+    def work(index: int) -> None:
+        for step in range(10):
+            store.update(job_id, progress=step / 10, stage_seconds={f"s{index}_{step}": step})
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(store.get(job_id).stage_seconds) == 40
+
+
+def _sqlite_worker(path: str, job_id: str, index: int) -> None:
+    store = SQLiteJobStore(Path(path))
+    for step in range(20):
+        store.update(job_id, stage="fit", progress=step / 20, stage_seconds={f"p{index}_{step}": 1})
+
+
+def test_sqlite_is_safe_across_processes(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite"
+    store = SQLiteJobStore(path)
+    job_id = new_id()
+    store.create(job_id, new_id())
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_sqlite_worker, args=(str(path), job_id, i)) for i in range(3)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+        assert proc.exitcode == 0
+    assert len(store.get(job_id).stage_seconds) == 60
+
+
+def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    import sqlite3
+
+    SQLiteJobStore(tmp_path / "jobs.sqlite")
+    with sqlite3.connect(tmp_path / "jobs.sqlite") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_make_job_store_follows_settings(tmp_path: Path, redis_server: str) -> None:
+    embedded = make_job_store(Settings(data_dir=tmp_path, redis_url=None))
+    assert isinstance(embedded, SQLiteJobStore)
+    assert embedded.path == tmp_path / "jobs.sqlite"
+    production = make_job_store(Settings(data_dir=tmp_path, redis_url=redis_server))
+    assert isinstance(production, RedisJobStore)
+    production.close()
+
+
+def test_overall_progress_spans() -> None:
+    assert list(STAGE_SPANS) == list(STAGES)
+    assert overall_progress("detect", 0) == 0.0
+    assert overall_progress("fit", 1) == 0.5
+    assert overall_progress("texture", 0) == 0.5
+    assert overall_progress("bake", 1) == 1.0
+    assert overall_progress("fit", 2.0) == 0.5  # clamped
+    assert overall_progress("inpaint", -1) == overall_progress("inpaint", 0)
+    # contiguous, increasing
+    ends = [STAGE_SPANS[s] for s in STAGES]
+    assert all(a[1] == b[0] for a, b in zip(ends, ends[1:], strict=False))
