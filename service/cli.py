@@ -34,7 +34,7 @@ def friendly_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except click.ClickException:
             raise
-        except Exception as exc:  # noqa: BLE001 - boundary: report and exit non-zero
+        except Exception as exc:
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 logging.getLogger(__name__).exception("command failed")
             code = getattr(exc, "code", None)
@@ -110,11 +110,21 @@ def _parse_queues(_: click.Context, __: click.Parameter, value: str) -> str:
 
 
 @main.command()
-@click.option("--queues", "-Q", default="fit,inpaint", callback=_parse_queues,
-              show_default=True, help="Comma-separated queues to consume.")
+@click.option(
+    "--queues",
+    "-Q",
+    default="fit,inpaint",
+    callback=_parse_queues,
+    show_default=True,
+    help="Comma-separated queues to consume.",
+)
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork",
-              show_default=True)
+@click.option(
+    "--pool",
+    type=click.Choice(["prefork", "solo", "threads"]),
+    default="prefork",
+    show_default=True,
+)
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--exit-with-parent", is_flag=True, hidden=True)
 @friendly_errors
@@ -124,8 +134,17 @@ def worker(queues: str, concurrency: int, pool: str, loglevel: str, exit_with_pa
 
     settings = get_settings()
     argv = [
-        "worker", "--queues", queues, "--concurrency", str(concurrency), "--pool", pool,
-        "--loglevel", loglevel, "--hostname", f"avatars-{os.getpid()}@%h",
+        "worker",
+        "--queues",
+        queues,
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        pool,
+        "--loglevel",
+        loglevel,
+        "--hostname",
+        f"avatars-{os.getpid()}@%h",
     ]
     if settings.embedded:
         # No broadcast traffic on the filesystem queue (see workers.celery_app).
@@ -134,8 +153,10 @@ def worker(queues: str, concurrency: int, pool: str, loglevel: str, exit_with_pa
         from service.embedded import exit_with_parent as watch_parent
 
         watch_parent()
-    click.echo(f"worker: queues={queues} pool={pool} concurrency={concurrency} "
-               f"mode={'embedded' if settings.embedded else 'redis'} data dir={settings.data_dir}")
+    click.echo(
+        f"worker: queues={queues} pool={pool} concurrency={concurrency} "
+        f"mode={'embedded' if settings.embedded else 'redis'} data dir={settings.data_dir}"
+    )
     app.worker_main(argv)
 
 
@@ -154,10 +175,17 @@ class _ProgressPrinter:
 
 
 @main.command()
-@click.argument("photos", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--out", "out_dir", required=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@click.argument(
+    "photos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory.",
+)
 @friendly_errors
 def create(photos: tuple[Path, ...], out_dir: Path) -> None:
     """Build an avatar offline from PHOTO(s) into DIR; prints the .glb path."""
@@ -177,8 +205,14 @@ def _bundle_glb(bundle: Path) -> Path:
 @main.command()
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @click.option("--motion", default="turntable", show_default=True)
-@click.option("-o", "--out", "out_path", required=True,
-              type=click.Path(dir_okay=False, path_type=Path), help="Output .mp4 path.")
+@click.option(
+    "-o",
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output .mp4 path.",
+)
 @click.option("--size", type=click.IntRange(64, 2048), default=512, show_default=True)
 @click.option("--fps", type=click.IntRange(1, 60), default=30, show_default=True)
 @click.option("--frames", type=click.IntRange(min=1), default=120, show_default=True)

@@ -42,8 +42,16 @@ class EmbeddedWorker:
     @property
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "service.cli", "worker",
-            "--queues", self.queues, "--pool", "solo", "--concurrency", "1",
+            sys.executable,
+            "-m",
+            "service.cli",
+            "worker",
+            "--queues",
+            self.queues,
+            "--pool",
+            "solo",
+            "--concurrency",
+            "1",
             "--exit-with-parent",
         ]
 

@@ -8,7 +8,7 @@ from typing import Any
 from celery import Celery
 
 from service.streaming import PlayerCache
-from workers.celery_app import create_celery_app
+from workers.celery_app import create_celery_app, ensure_queue_folders
 from workers.jobs import JobStore, make_job_store
 from workers.settings import Settings
 from workers.storage import AvatarStorage
@@ -35,6 +35,7 @@ class Services:
                 settings.redis_url, socket_connect_timeout=2, socket_timeout=2
             )
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_queue_folders(settings)
         return cls(
             settings=settings,
             storage=AvatarStorage(settings.avatars_dir),

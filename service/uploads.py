@@ -95,8 +95,9 @@ def validate_photo(
             "A photo could not be decoded (truncated or corrupt).",
             details,
         ) from exc
-    return NewPhoto(fileobj=fileobj, fmt=fmt, width=width, height=height,
-                    original_filename=filename)
+    return NewPhoto(
+        fileobj=fileobj, fmt=fmt, width=width, height=height, original_filename=filename
+    )
 
 
 def limited_receive(receive: Receive, limit_bytes: int) -> Receive:
@@ -133,9 +134,7 @@ class LimitedBodyRoute(APIRoute):
                 try:
                     declared_bytes = int(declared)
                 except ValueError:
-                    raise ApiError(
-                        400, "bad_request", "Invalid Content-Length header."
-                    ) from None
+                    raise ApiError(400, "bad_request", "Invalid Content-Length header.") from None
                 if declared_bytes > limit:
                     raise upload_too_large(limit)
             limited = Request(request.scope, limited_receive(request.receive, limit))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import threading
 from collections.abc import Iterator
@@ -177,4 +178,4 @@ def test_overall_progress_spans() -> None:
     assert overall_progress("inpaint", -1) == overall_progress("inpaint", 0)
     # contiguous, increasing
     ends = [STAGE_SPANS[s] for s in STAGES]
-    assert all(a[1] == b[0] for a, b in zip(ends, ends[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ends))

@@ -19,9 +19,11 @@ a temporary data dir.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
 from kombu import Exchange, Queue
 
 from workers.settings import Settings, get_settings
@@ -40,21 +42,29 @@ REDIS_VISIBILITY_TIMEOUT_S = 4 * 3600
 
 
 def embedded_queue_folders(settings: Settings) -> dict[str, str]:
-    """Folders of the filesystem transport, created on demand."""
+    """Folders of the filesystem transport (see ``ensure_queue_folders``)."""
     root = settings.queue_dir
-    folders = {
-        "data_folder_in": root / "messages",
-        "data_folder_out": root / "messages",
-        "control_folder": root / "control",
-        "processed_folder": root / "claimed",
+    return {
+        "data_folder_in": str(root / "messages"),
+        "data_folder_out": str(root / "messages"),
+        "control_folder": str(root / "control"),
+        "processed_folder": str(root / "claimed"),
     }
-    for folder in folders.values():
-        folder.mkdir(parents=True, exist_ok=True)
-    return {key: str(value) for key, value in folders.items()}
+
+
+def ensure_queue_folders(settings: Settings) -> None:
+    """Create the embedded queue's folders; a no-op with Redis.
+
+    Called by whoever is about to use the queue (gateway start, worker start,
+    ``enqueue_avatar``), never on import: importing this module must not touch disk.
+    """
+    if settings.embedded:
+        for folder in set(embedded_queue_folders(settings).values()):
+            Path(folder).mkdir(parents=True, exist_ok=True)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery configuration for ``settings`` (pure apart from creating queue folders)."""
+    """Celery configuration for ``settings`` (pure: no I/O)."""
     conf: dict[str, Any] = {
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
@@ -115,3 +125,9 @@ def create_celery_app(settings: Settings | None = None, *, with_tasks: bool = Fa
 
 #: The worker's app (``celery -A workers.celery_app worker``); tasks register on it.
 app = create_celery_app(with_tasks=True)
+
+
+@worker_init.connect
+def _prepare_queue(**_: Any) -> None:
+    """A worker started with plain ``celery -A workers.celery_app worker`` works too."""
+    ensure_queue_folders(get_settings())

@@ -34,7 +34,7 @@ class Channel(filesystem.Channel):
 
     def _put(self, queue, payload, **kwargs):
         # Zero-padded milliseconds keep lexical order == time order.
-        name = f"{int(round(monotonic() * 1000)):015d}_{uuid.uuid4()}.{queue}.msg"
+        name = f"{round(monotonic() * 1000):015d}_{uuid.uuid4()}.{queue}.msg"
         folder = self.data_folder_out
         fd, tmp = tempfile.mkstemp(prefix=".put-", suffix=".tmp", dir=folder)
         try:

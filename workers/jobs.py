@@ -134,7 +134,7 @@ class JobStore(ABC):
     def ping(self) -> None:
         """Raise if the store is unreachable."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections."""
 
 
@@ -303,7 +303,10 @@ class RedisJobStore(JobStore):
 
         self.prefix = prefix
         self.client = redis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=5, socket_timeout=10,
+            url,
+            decode_responses=True,
+            socket_connect_timeout=5,
+            socket_timeout=10,
             health_check_interval=30,
         )
         self._update_script = self.client.register_script(_UPDATE_IF_EXISTS)

@@ -291,4 +291,6 @@ class AvatarStorage:
         """Ids of all completely stored avatars."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if is_valid_id(p.name) and self.exists(p.name))
+        return sorted(
+            p.name for p in self.root.iterdir() if is_valid_id(p.name) and self.exists(p.name)
+        )

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from celery import Celery, chain
 
-from workers.celery_app import FIT_QUEUE, FIT_TASK, INPAINT_QUEUE, INPAINT_TASK
+from workers.celery_app import (
+    FIT_QUEUE,
+    FIT_TASK,
+    INPAINT_QUEUE,
+    INPAINT_TASK,
+    ensure_queue_folders,
+)
+from workers.settings import get_settings
 
 
 def avatar_chain(celery: Celery, avatar_id: str, job_id: str) -> chain:
@@ -24,4 +31,6 @@ def enqueue_avatar(avatar_id: str, job_id: str, celery: Celery | None = None) ->
     """Send fit -> inpaint for an avatar whose originals and job already exist."""
     if celery is None:
         from workers.celery_app import app as celery
+
+        ensure_queue_folders(get_settings())
     avatar_chain(celery, avatar_id, job_id).apply_async()

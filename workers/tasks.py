@@ -31,8 +31,15 @@ from celery.signals import worker_ready, worker_shutdown
 
 from workers.celery_app import FIT_QUEUE, FIT_TASK, INPAINT_QUEUE, INPAINT_TASK, app
 from workers.heartbeat import HeartbeatWriter
-from workers.jobs import STAGE_SPANS, JobError, JobNotFoundError, JobState, JobStore
-from workers.jobs import make_job_store, overall_progress
+from workers.jobs import (
+    STAGE_SPANS,
+    JobError,
+    JobNotFoundError,
+    JobState,
+    JobStore,
+    make_job_store,
+    overall_progress,
+)
 from workers.settings import Settings, get_settings
 from workers.storage import AvatarStorage
 
@@ -88,7 +95,7 @@ class ProgressReporter:
             self.best, self.stage, self.last_write = value, stage, now
             try:
                 self.jobs.update(self.job_id, stage=stage, progress=value)
-            except Exception:  # noqa: BLE001 - progress is best effort
+            except Exception:
                 log.warning("progress update failed for job %s", self.job_id, exc_info=True)
 
 

@@ -58,7 +58,10 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 
 def error_response(
-    status_code: int, code: str, message: str, details: Any = None,
+    status_code: int,
+    code: str,
+    message: str,
+    details: Any = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     return JSONResponse(
@@ -105,7 +108,9 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error(
-        "unhandled error on %s %s", request.method, request.url.path,
+        "unhandled error on %s %s",
+        request.method,
+        request.url.path,
         exc_info=(type(exc), exc, exc.__traceback__),
     )
     return error_response(500, "internal_error", "Internal server error.")

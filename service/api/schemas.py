@@ -12,9 +12,11 @@ from workers.jobs import Job
 
 # ----------------------------------------------------------------------------- in
 class StreamQuery(BaseModel):
-    """Query parameters of ``GET /v1/avatars/{id}/stream``."""
+    """Query parameters of ``GET /v1/avatars/{id}/stream``.
 
-    model_config = ConfigDict(extra="forbid")
+    Unknown parameters are ignored: browsers showing MJPEG in an ``<img>`` often add
+    a cache-busting parameter.
+    """
 
     motion: str = Field("turntable", description="A motion name from GET /v1/motions.")
     size: int = Field(512, ge=64, le=2048, description="Frame width and height in pixels.")
