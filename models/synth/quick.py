@@ -125,8 +125,7 @@ def person(seed: int, size: int = 512) -> SyntheticPerson:
                                          (0, 0, 0), flip_y=True)
     rast = backend.rasterize(clip.astype(np.float32), top.faces, (size, size))[::-1]
     nrm = backend.interpolate(vertex_normals(verts, top.faces), np.ascontiguousarray(rast), top.faces)
-    light = np.array([0.3, 0.5, 0.8])
-    light = R.T @ np.array([-0.3, -0.5, -0.8]) * -1  # from the camera side, slightly above
+    light = R.T @ np.array([-0.3, -0.5, -0.8])  # towards a light beside the camera, above it
     light /= np.linalg.norm(light)
     shade = 0.35 + 0.65 * np.clip((nrm * light).sum(-1) / (np.linalg.norm(nrm, axis=-1) + 1e-8), 0, 1)
     a = alpha.astype(np.float32)[..., None] / 255.0
