@@ -115,3 +115,10 @@ def test_photo_without_a_person_fails_cleanly(tmp_path):
     with pytest.raises(PipelineError) as err:
         inpaint_stage(tmp_path)
     assert err.value.code == "fit_missing"
+
+
+def test_pipeline_bundle_passes_the_khronos_validator(avatar_dir):
+    from tests.test_bundle import _run_validator
+
+    report = _run_validator(avatar_dir / "avatar.glb")
+    assert report["issues"]["numErrors"] == 0, report["issues"]
