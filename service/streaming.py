@@ -11,6 +11,7 @@ avatar gets a new entry).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -20,6 +21,8 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+
+log = logging.getLogger(__name__)
 
 BOUNDARY = "frame"
 MEDIA_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
@@ -80,7 +83,9 @@ def _next_or_end(frames: Iterator[bytes]) -> Any:
     return next(frames, _END)
 
 
-async def mjpeg_stream(frames: Iterator[bytes], fps: int, pace: bool) -> AsyncIterator[bytes]:
+async def mjpeg_stream(
+    frames: Iterator[bytes], fps: int, pace: bool, label: str = "stream"
+) -> AsyncIterator[bytes]:
     """Yield MJPEG parts from a blocking frame iterator, each frame made in a thread.
 
     With ``pace`` frames leave no faster than ``fps`` (a late frame is sent at once,
@@ -88,6 +93,8 @@ async def mjpeg_stream(frames: Iterator[bytes], fps: int, pace: bool) -> AsyncIt
     """
     interval = 1.0 / fps
     next_due = time.monotonic()
+    sent = 0
+    completed = False
     try:
         while True:
             frame = await anyio.to_thread.run_sync(_next_or_end, frames)
@@ -99,10 +106,15 @@ async def mjpeg_stream(frames: Iterator[bytes], fps: int, pace: bool) -> AsyncIt
                     await anyio.sleep(delay)
                 next_due = max(next_due, time.monotonic() - interval) + interval
             yield mjpeg_part(frame)
+            sent += 1
         yield f"--{BOUNDARY}--\r\n".encode("ascii")
+        completed = True
     finally:
         # Runs on normal end and on cancellation (client gone): no thread is inside
         # the generator now, so closing it here stops rendering for good.
         close = getattr(frames, "close", None)
         if close is not None:
             close()
+        log.info(
+            "%s ended after %d frames (%s)", label, sent, "complete" if completed else "client gone"
+        )

@@ -103,7 +103,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
     workdir = tmp_path_factory.mktemp("redis")
     port = free_port()
-    log = open(workdir / "redis.log", "wb")
+    log = open(workdir / "redis.log", "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
         [
             binary,
@@ -149,7 +149,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def worker_process(redis_server: str, data_dir: Path, tmp_path: Path) -> Iterator[subprocess.Popen]:
     """A real ``avatars worker --queues fit,inpaint`` on ``redis_server`` and ``data_dir``."""
     log_path = tmp_path / "worker.log"
-    log = open(log_path, "wb")
+    log = open(log_path, "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
         avatars_command("worker", "--queues", "fit,inpaint"),
         env=service_env(data_dir, redis_server),

@@ -232,7 +232,7 @@ async def stream_avatar(
         query.motion, query.size, query.fps, frames, quality=settings.stream_jpeg_quality
     )
     return StreamingResponse(
-        mjpeg_stream(frame_iter, query.fps, query.pace),
+        mjpeg_stream(frame_iter, query.fps, query.pace, label=f"stream of {avatar.id}"),
         media_type=MEDIA_TYPE,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
