@@ -467,3 +467,26 @@ def test_player_cache_is_lru_keyed_by_mtime(tmp_path: Path) -> None:
     os.utime(paths["c"], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     c2 = cache.get("c", paths["c"])
     assert c2[1] == 5 and len(cache) == 2
+
+
+def test_gateway_never_imports_torch_or_task_code(tmp_path: Path) -> None:
+    """Design decision 2: the gateway, including the render path, starts light."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from fastapi.testclient import TestClient
+from service.app import create_app
+from workers.settings import Settings
+client = TestClient(create_app(Settings(data_dir={str(tmp_path)!r})))
+assert client.get("/v1/motions").status_code == 200
+import models.render.player
+heavy = [m for m in ("torch", "workers.tasks", "models.pipeline") if m in sys.modules]
+print("HEAVY", heavy)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout

@@ -179,3 +179,130 @@ def test_overall_progress_spans() -> None:
     # contiguous, increasing
     ends = [STAGE_SPANS[s] for s in STAGES]
     assert all(a[1] == b[0] for a, b in itertools.pairwise(ends))
+
+
+# --------------------------------------------------------------- task wrappers
+# The Celery tasks run eagerly here (``Task.apply``) against the real pipeline, on a
+# temporary embedded-mode data dir; the end-to-end runs through a broker are in
+# test_integration_redis.py and test_cli.py.
+
+
+@pytest.fixture
+def task_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Point the tasks' worker context at a fresh data dir (and restore it after)."""
+    from workers.settings import get_settings
+    from workers.storage import AvatarStorage
+    from workers.tasks import worker_context
+
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("AVATARS_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("AVATARS_REDIS_URL", raising=False)
+    get_settings.cache_clear()
+    worker_context.cache_clear()
+    ctx = worker_context()
+    assert ctx.settings.data_dir == data_dir
+    yield ctx.storage, ctx.jobs
+    get_settings.cache_clear()
+    worker_context.cache_clear()
+    assert isinstance(ctx.storage, AvatarStorage)
+
+
+def _store_avatar(storage, jobs, photo_png: bytes) -> tuple[str, str]:
+    import io
+
+    from workers.storage import NewPhoto
+
+    job_id = new_id()
+    meta = storage.create(
+        [NewPhoto(io.BytesIO(photo_png), "PNG", 512, 512, "p.png")], job_id=job_id
+    )
+    jobs.create(job_id, meta["id"])
+    return meta["id"], job_id
+
+
+def test_task_for_unknown_job_is_dropped(task_env) -> None:
+    from workers.tasks import fit_avatar
+
+    result = fit_avatar.apply(args=(new_id(), new_id()))
+    assert result.state == "IGNORED"
+
+
+def test_task_for_missing_avatar_fails_the_job(task_env) -> None:
+    from workers.tasks import fit_avatar
+
+    _, jobs = task_env
+    job_id = new_id()
+    jobs.create(job_id, new_id())
+    assert fit_avatar.apply(args=(new_id(), job_id)).state == "IGNORED"
+    job = jobs.get(job_id)
+    assert job.state is JobState.FAILED
+    assert job.error.code == "avatar_not_found"
+
+
+def test_finished_job_is_not_run_again(task_env, no_person_photo: bytes) -> None:
+    from workers.tasks import inpaint_avatar
+
+    storage, jobs = task_env
+    avatar_id, job_id = _store_avatar(storage, jobs, no_person_photo)
+    jobs.update(job_id, state=JobState.FAILED, error=JobError("no_person_detected", "x"))
+    assert inpaint_avatar.apply(args=(avatar_id, job_id)).state == "IGNORED"
+    assert jobs.get(job_id).error == JobError("no_person_detected", "x")
+
+
+@pytest.mark.slow
+def test_fit_task_records_pipeline_error(task_env, no_person_photo: bytes) -> None:
+    """Real pipeline: a gradient has no person; bad input is not retried."""
+    from workers.tasks import fit_avatar
+
+    storage, jobs = task_env
+    avatar_id, job_id = _store_avatar(storage, jobs, no_person_photo)
+    result = fit_avatar.apply(args=(avatar_id, job_id))
+    assert result.state == "IGNORED"  # acked, chain stopped, no retry
+    job = jobs.get(job_id)
+    assert job.state is JobState.FAILED
+    assert job.stage == "detect"
+    assert job.error.code == "no_person_detected"
+    assert not (storage.avatar_dir(avatar_id) / "avatar.glb").exists()
+
+
+@pytest.mark.slow
+def test_unexpected_error_is_internal_error_without_details(
+    task_env, no_person_photo: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Real pipeline on a corrupt fit artefact: generic message out, traceback in the log."""
+    from workers.storage import atomic_write_json
+    from workers.tasks import INTERNAL_ERROR_MESSAGE, inpaint_avatar
+
+    storage, jobs = task_env
+    avatar_id, job_id = _store_avatar(storage, jobs, no_person_photo)
+    fit_dir = storage.avatar_dir(avatar_id) / "fit"
+    fit_dir.mkdir()
+    atomic_write_json(fit_dir / "fit.json", {"not": "a fit"})
+    with caplog.at_level("ERROR", logger="workers.tasks"):
+        assert inpaint_avatar.apply(args=(avatar_id, job_id)).state == "IGNORED"
+    job = jobs.get(job_id)
+    assert job.state is JobState.FAILED
+    assert job.error == JobError("internal_error", INTERNAL_ERROR_MESSAGE)
+    assert any(record.exc_info for record in caplog.records)
+
+
+def test_progress_reporter_is_monotonic_throttled_and_safe(tmp_path: Path) -> None:
+    from workers.tasks import ProgressReporter
+
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite")
+    job_id = new_id()
+    store.create(job_id, new_id())
+    report = ProgressReporter(store, job_id, ("detect", "fit"))
+    report("detect", 0.0)
+    report("detect", 1.0)
+    assert store.get(job_id).progress == pytest.approx(0.1)
+    report("fit", 0.5)
+    assert store.get(job_id).stage == "fit"
+    assert store.get(job_id).progress == pytest.approx(0.3)
+    report("fit", 0.51)  # within the throttle interval: not written
+    assert store.get(job_id).progress == pytest.approx(0.3)
+    report("detect", 0.0)  # going back a stage never lowers progress
+    assert store.get(job_id).progress == pytest.approx(0.3)
+    report("no-such-stage", 0.5)  # ignored
+    store.delete(job_id)
+    report("fit", 1.0)  # the job vanished: logged, not raised
