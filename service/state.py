@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from celery import Celery
 
 from service.streaming import PlayerCache
@@ -24,6 +25,13 @@ class Services:
     celery: Celery
     players: PlayerCache
     redis: Any = None  # redis.Redis for /readyz, only when AVATARS_REDIS_URL is set
+    _decode_limiter: anyio.CapacityLimiter | None = field(default=None, repr=False)
+
+    def decode_limiter(self) -> anyio.CapacityLimiter:
+        """Caps concurrent photo decodes; made on first use, inside the event loop."""
+        if self._decode_limiter is None:
+            self._decode_limiter = anyio.CapacityLimiter(self.settings.max_concurrent_decodes)
+        return self._decode_limiter
 
     @classmethod
     def build(cls, settings: Settings) -> Services:

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         default=50_000_000, gt=0, description="Largest accepted photo, width x height."
     )
     max_photos: int = Field(default=8, ge=1, description="Most photos per avatar.")
+    max_concurrent_decodes: int = Field(
+        default=2,
+        ge=1,
+        description="Uploaded photos decoded at once for validation (bounds memory: a "
+        "50 MP photo takes ~150 MB while it is checked).",
+    )
 
     stream_max_frames: int = Field(
         default=10_000, ge=1, description="Largest `frames=N` a stream request may ask for."

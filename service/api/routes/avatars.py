@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +17,7 @@ from service.api.deps import (
     ExistingAvatar,
     JobStoreDep,
     PlayersDep,
+    ServicesDep,
     SettingsDep,
     StorageDep,
 )
@@ -71,6 +74,7 @@ def avatar_links(request: Request, avatar_id: str, job_id: str) -> AvatarLinks:
 )
 async def create_avatar(
     request: Request,
+    services: ServicesDep,
     settings: SettingsDep,
     storage: StorageDep,
     jobs: JobStoreDep,
@@ -92,18 +96,21 @@ async def create_avatar(
         )
     validated = []
     for index, upload in enumerate(uploads):
-        validated.append(
-            await run_in_threadpool(
-                validate_photo,
-                upload.file,
-                max_pixels=settings.max_pixels,
-                index=index,
-                filename=upload.filename,
-            )
+        check = partial(
+            validate_photo,
+            upload.file,
+            max_pixels=settings.max_pixels,
+            index=index,
+            filename=upload.filename,
         )
+        validated.append(await anyio.to_thread.run_sync(check, limiter=services.decode_limiter()))
 
     avatar_id, job_id = new_id(), new_id()
-    await run_in_threadpool(storage.create, validated, job_id=job_id, avatar_id=avatar_id)
+    try:
+        await run_in_threadpool(storage.create, validated, job_id=job_id, avatar_id=avatar_id)
+    except OSError as exc:
+        log.exception("could not store avatar %s", avatar_id)
+        raise ApiError(503, "storage_unavailable", "The photos could not be stored.") from exc
     try:
         await run_in_threadpool(jobs.create, job_id, avatar_id)
     except Exception as exc:
