@@ -155,3 +155,39 @@ def test_photo_without_person_fails_cleanly(
     assert error["details"]["state"] == "failed"
     avatar = gateway.get(f"/v1/avatars/{avatar_id}").json()
     assert avatar["state"] == "failed" and avatar["ready"] is False
+
+
+def _pool_children(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in children.read_text().split()] if children.exists() else []
+
+
+def test_worker_process_lost_mid_stage_is_redelivered(
+    gateway: TestClient, worker_process, person_photo
+):
+    """acks_late + reject_on_worker_lost: a pool process killed during the fit stage
+    does not lose the job; the stage runs again and the job still succeeds."""
+    import os
+    import signal
+
+    response = gateway.post(
+        "/v1/avatars", files=[("photos", ("person.png", person_photo, "image/png"))]
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+
+    def running_fit():
+        job = gateway.get(f"/v1/jobs/{job_id}").json()
+        return job["state"] == "running" and job["stage"] in ("detect", "fit")
+
+    wait_until(running_fit, 120, interval_s=0.1, what="the fit stage to start")
+    children = _pool_children(worker_process.pid)
+    assert children, "expected a prefork pool process"
+    for child in children:
+        os.kill(child, signal.SIGKILL)
+
+    job, _ = poll_job(gateway, job_id, worker_process)
+    assert job["state"] == "succeeded", f"{job}\n{worker_log(worker_process)}"
+    assert "WorkerLostError" in worker_log(worker_process) or "signal 9" in worker_log(
+        worker_process
+    )
