@@ -177,3 +177,61 @@ def test_serve_embedded_mode(tmp_path: Path, data_dir: Path, person_photo: bytes
             os.kill(pid, 0)
     heartbeats = list((data_dir / "queue" / "workers").glob("*.json"))
     assert heartbeats == [], [json.loads(p.read_text()) for p in heartbeats]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_serve_recovers_a_job_when_its_worker_is_killed(
+    tmp_path: Path, data_dir: Path, person_photo: bytes
+) -> None:
+    """The embedded worker dies mid-stage (SIGKILL): ``avatars serve`` restarts it, the
+    orphaned job is sent again, and it still succeeds."""
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            avatars_command("serve", "--port", str(port)),
+            env=service_env(data_dir, redis_url=None),
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+
+                def ready():
+                    if proc.poll() is not None:
+                        raise RuntimeError(log_path.read_text(errors="replace"))
+                    try:
+                        response = http.get("/readyz")
+                    except httpx.TransportError:
+                        return None
+                    return response.json() if response.status_code == 200 else None
+
+                status = wait_until(ready, 90, interval_s=0.5, what="/readyz")
+                first_pid = status["checks"]["broker"]["detail"]["workers"][0]["pid"]
+
+                files = [("photos", ("person.png", person_photo, "image/png"))]
+                job_url = http.post("/v1/avatars", files=files).json()["links"]["job"]
+
+                def in_fit() -> bool:
+                    job = http.get(job_url).json()
+                    return job["state"] == "running" and job["stage"] in ("detect", "fit")
+
+                wait_until(in_fit, 120, interval_s=0.1, what="the fit stage to start")
+                os.kill(first_pid, signal.SIGKILL)
+
+                def finished():
+                    job = http.get(job_url).json()
+                    return job if job["state"] in ("succeeded", "failed") else None
+
+                job = wait_until(finished, JOB_TIMEOUT_S, interval_s=0.5, what="the job")
+                output = log_path.read_text(errors="replace")
+                assert job["state"] == "succeeded", (job, output)
+                assert "re-enqueued job" in output
+                status = http.get("/readyz").json()
+                assert first_pid not in [
+                    w["pid"] for w in status["checks"]["broker"]["detail"]["workers"]
+                ]
+        finally:
+            stop_process(proc, timeout_s=60)

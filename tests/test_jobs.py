@@ -114,6 +114,16 @@ def test_ping(store: JobStore) -> None:
     store.ping()
 
 
+def test_list_unfinished(store: JobStore) -> None:
+    ids = {state: new_id() for state in JobState}
+    for state, job_id in ids.items():
+        store.create(job_id, new_id())
+        store.update(job_id, state=state)
+    unfinished = {job.id for job in store.list_unfinished()}
+    assert {ids[JobState.QUEUED], ids[JobState.RUNNING]} <= unfinished
+    assert not {ids[JobState.SUCCEEDED], ids[JobState.FAILED]} & unfinished
+
+
 def test_concurrent_updates_from_threads_lose_nothing(store: JobStore) -> None:
     job_id = new_id()
     store.create(job_id, new_id())
@@ -306,3 +316,70 @@ def test_progress_reporter_is_monotonic_throttled_and_safe(tmp_path: Path) -> No
     report("no-such-stage", 0.5)  # ignored
     store.delete(job_id)
     report("fit", 1.0)  # the job vanished: logged, not raised
+
+
+# ------------------------------------------------------------ embedded recovery
+def _queued_messages(settings: Settings) -> list[str]:
+    folder = settings.queue_dir / "messages"
+    return sorted(p.name.split(".", 1)[1] for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def test_recovery_resends_running_jobs_from_their_stage(tmp_path: Path, person_photo_png) -> None:
+    import io
+    import json
+    import os
+    import socket
+    import time
+
+    from workers.celery_app import create_celery_app, ensure_queue_folders
+    from workers.heartbeat import heartbeat_dir
+    from workers.recovery import recover_orphaned_jobs
+    from workers.storage import AvatarStorage, NewPhoto
+
+    settings = Settings(data_dir=tmp_path / "data")
+    ensure_queue_folders(settings)
+    storage = AvatarStorage(settings.avatars_dir)
+    jobs = SQLiteJobStore(settings.jobs_db_path)
+    celery = create_celery_app(settings)
+
+    def job_in(state: JobState, stage: str | None) -> str:
+        job_id = new_id()
+        photo = NewPhoto(io.BytesIO(person_photo_png), "PNG", 8, 8, "p.png")
+        avatar_id = storage.create([photo], job_id=job_id)["id"]
+        jobs.create(job_id, avatar_id)
+        jobs.update(job_id, state=state, stage=stage)
+        return job_id
+
+    in_fit = job_in(JobState.RUNNING, "fit")
+    in_inpaint = job_in(JobState.RUNNING, "inpaint")
+    job_in(JobState.QUEUED, None)  # its message is still queued: left alone
+    job_in(JobState.SUCCEEDED, None)
+    job_in(JobState.FAILED, "detect")
+
+    # Another live embedded worker may be running those jobs: do nothing.
+    other = heartbeat_dir(settings) / "other.json"
+    other.parent.mkdir(parents=True)
+    record = {"pid": os.getppid(), "hostname": socket.gethostname(), "queues": ["fit"]}
+    other.write_text(json.dumps({**record, "updated_at": time.time()}))
+    assert recover_orphaned_jobs(settings, storage, jobs, celery) == []
+    assert _queued_messages(settings) == []
+
+    other.unlink()
+    assert sorted(recover_orphaned_jobs(settings, storage, jobs, celery)) == sorted(
+        [in_fit, in_inpaint]
+    )
+    # the fit job gets the whole chain (its first message is fit); the other resumes
+    assert _queued_messages(settings) == ["fit.msg", "inpaint.msg"]
+    celery.close()
+
+
+@pytest.fixture
+def person_photo_png() -> bytes:
+    """A tiny valid PNG (recovery never decodes it)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    return buf.getvalue()

@@ -64,10 +64,22 @@ class HeartbeatWriter:
             except OSError:
                 log.warning("could not write worker heartbeat %s", self.path, exc_info=True)
 
+    def prune_dead(self) -> None:
+        """Remove files left on this host by worker processes that no longer exist."""
+        host = socket.gethostname()
+        for path in self.path.parent.glob(f"{host}-*.json"):
+            try:
+                record = json.loads(path.read_text())
+                if record.get("hostname") == host and not _pid_alive(int(record["pid"])):
+                    path.unlink()
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+
     def start(self) -> None:
         if self._thread is not None:
             return
         self.beat()
+        self.prune_dead()
         self._thread = threading.Thread(target=self._run, name="avatars-heartbeat", daemon=True)
         self._thread.start()
 

@@ -134,6 +134,10 @@ class JobStore(ABC):
     def ping(self) -> None:
         """Raise if the store is unreachable."""
 
+    @abstractmethod
+    def list_unfinished(self) -> list[Job]:
+        """Jobs still queued or running (for recovery after a crash)."""
+
     def close(self) -> None:
         """Release connections."""
 
@@ -278,6 +282,14 @@ class SQLiteJobStore(JobStore):
         with closing(self._connect()) as conn:
             conn.execute("SELECT 1 FROM jobs LIMIT 1").fetchall()
 
+    def list_unfinished(self) -> list[Job]:
+        with closing(self._connect()) as conn:
+            rows = conn.execute(
+                "SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY created_at",
+                (JobState.QUEUED.value, JobState.RUNNING.value),
+            ).fetchall()
+        return [self._row_to_job(row) for row in rows]
+
 
 # ---------------------------------------------------------------------------- Redis
 # Sets fields only if the job hash exists, in one atomic step: an update of a job
@@ -397,6 +409,14 @@ class RedisJobStore(JobStore):
 
     def ping(self) -> None:
         self.client.ping()
+
+    def list_unfinished(self) -> list[Job]:
+        jobs = []
+        for key in self.client.scan_iter(match=f"{self.prefix}*", count=500):
+            job = self.get(key.removeprefix(self.prefix))
+            if job is not None and not job.finished:
+                jobs.append(job)
+        return sorted(jobs, key=lambda job: job.created_at)
 
     def close(self) -> None:
         self.client.close()

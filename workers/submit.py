@@ -6,7 +6,7 @@ the ML pipeline): it only needs a Celery app configured for the same broker.
 
 from __future__ import annotations
 
-from celery import Celery, chain
+from celery import Celery, Signature, chain
 
 from workers.celery_app import (
     FIT_QUEUE,
@@ -18,12 +18,20 @@ from workers.celery_app import (
 from workers.settings import get_settings
 
 
+def fit_signature(celery: Celery, avatar_id: str, job_id: str) -> Signature:
+    return celery.signature(FIT_TASK, args=(avatar_id, job_id), immutable=True, queue=FIT_QUEUE)
+
+
+def inpaint_signature(celery: Celery, avatar_id: str, job_id: str) -> Signature:
+    return celery.signature(
+        INPAINT_TASK, args=(avatar_id, job_id), immutable=True, queue=INPAINT_QUEUE
+    )
+
+
 def avatar_chain(celery: Celery, avatar_id: str, job_id: str) -> chain:
     """The two-stage chain; immutable signatures so each stage gets only its ids."""
-    args = (avatar_id, job_id)
     return chain(
-        celery.signature(FIT_TASK, args=args, immutable=True, queue=FIT_QUEUE),
-        celery.signature(INPAINT_TASK, args=args, immutable=True, queue=INPAINT_QUEUE),
+        fit_signature(celery, avatar_id, job_id), inpaint_signature(celery, avatar_id, job_id)
     )
 
 

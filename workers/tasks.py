@@ -40,6 +40,7 @@ from workers.jobs import (
     make_job_store,
     overall_progress,
 )
+from workers.recovery import recover_orphaned_jobs
 from workers.settings import Settings, get_settings
 from workers.storage import AvatarStorage
 
@@ -202,6 +203,12 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     if not settings.embedded:
         return
     queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
+    ctx = worker_context()
+    try:
+        recover_orphaned_jobs(settings, ctx.storage, ctx.jobs, app)
+    except Exception:
+        log.exception("could not recover orphaned jobs")
+    # The heartbeat starts after recovery: until then /readyz does not count us.
     _Heartbeat.writer = HeartbeatWriter(settings, queues)
     _Heartbeat.writer.start()
 
