@@ -36,10 +36,6 @@ INPAINT_TASK = "avatars.inpaint"
 #: Transport class of the embedded mode (kombu's filesystem transport, atomic publish).
 EMBEDDED_TRANSPORT = "workers.fs_transport:Transport"
 
-#: Redis: a task not acked within this time is handed to another worker. It must be
-#: longer than the slowest stage, or a running stage would be started twice.
-REDIS_VISIBILITY_TIMEOUT_S = 4 * 3600
-
 
 def embedded_queue_folders(settings: Settings) -> dict[str, str]:
     """Folders of the filesystem transport (see ``ensure_queue_folders``)."""
@@ -97,7 +93,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         conf["broker_url"] = settings.redis_url
         conf["broker_connection_timeout"] = 5
         conf["broker_transport_options"] = {
-            "visibility_timeout": REDIS_VISIBILITY_TIMEOUT_S,
+            "visibility_timeout": settings.redis_visibility_timeout_s,
             "socket_connect_timeout": 5,
         }
     else:

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         default=2, ge=0, description="Retries of a stage after a transient pipeline error."
     )
     task_retry_delay_s: float = Field(default=5.0, ge=0, description="Delay before a retry.")
+    redis_visibility_timeout_s: int = Field(
+        default=3600,
+        ge=60,
+        description="Redis: a task neither acked nor rejected within this time (its worker "
+        "vanished) is handed to another worker. Must exceed the slowest stage.",
+    )
     worker_heartbeat_s: float = Field(
         default=2.0, gt=0, description="How often an embedded worker refreshes its heartbeat."
     )
