@@ -24,7 +24,11 @@ H = W = 512
 
 
 def body_mesh(nu: int = 137, nv: int = 100):
-    """Bumpy ellipsoid grid: verts float32[V, 3], tri int32[F, 3], uv float32[V, 2]."""
+    """Bumpy ellipsoid grid: verts float32[V, 3], tri int32[F, 3], uv float32[V, 2].
+
+    Wound counter-clockwise seen from outside (OpenGL front faces), so
+    ``cull_backfaces=True`` draws the same picture, faster.
+    """
     th = np.linspace(0, np.pi, nv + 1)[:, None]  # pole to pole
     ph = np.linspace(0, 2 * np.pi, nu + 1)[None, :]  # seam duplicated for uv
     r = 1 + 0.06 * np.sin(5 * th) * np.sin(3 * ph) + 0.03 * np.sin(17 * th + 2 * ph)
@@ -35,7 +39,7 @@ def body_mesh(nu: int = 137, nv: int = 100):
     uv = np.stack(np.broadcast_arrays(ph / (2 * np.pi), th / np.pi), -1).reshape(-1, 2)
     i = np.arange(nv)[:, None] * (nu + 1) + np.arange(nu)[None, :]
     a, b, c, d = i, i + 1, i + nu + 1, i + nu + 2
-    tri = np.concatenate([np.stack([a, c, b], -1), np.stack([b, c, d], -1)]).reshape(-1, 3)
+    tri = np.concatenate([np.stack([a, b, c], -1), np.stack([b, d, c], -1)]).reshape(-1, 3)
     return verts, tri.astype(np.int32), uv.astype(np.float32)
 
 

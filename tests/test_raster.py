@@ -139,6 +139,18 @@ def test_skips_behind_eye_and_outside_depth_range_and_culls(be):
     assert (be.rasterize(ok, tri, (8, 8), cull_backfaces=True)[..., 3] > 0).sum() > 10
 
 
+@pytest.mark.parametrize("be", BACKENDS, ids=lambda m: m.name)
+def test_culling_a_closed_ccw_mesh_changes_nothing(be):
+    pos, tri, _ = sphere()
+    a = be.rasterize(pos, tri, (48, 48))
+    b = be.rasterize(pos, tri, (48, 48), cull_backfaces=True)
+    assert (a[..., 3] > 0).sum() > 300
+    np.testing.assert_array_equal(a, b)
+    inside = be.rasterize(pos, tri[:, ::-1].copy(), (48, 48), cull_backfaces=True)
+    assert (inside[..., 3] > 0).sum() == (a[..., 3] > 0).sum()  # far half, seen from inside
+    assert (inside[..., 2][a[..., 3] > 0] > a[..., 2][a[..., 3] > 0]).all()
+
+
 def test_cpu_matches_numpy_on_random_perspective_mesh():
     pos, tri = random_mesh()
     a = cpu.rasterize(pos, tri, (96, 128))

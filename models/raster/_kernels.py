@@ -274,12 +274,19 @@ def _taps(u, v, wt, ht):
 
 @njit(**_JIT)
 def interpolate(attr, rast, tri, out):
-    """out float32[H, W, C] = u a[v0] + v a[v1] + (1 - u - v) a[v2]."""
+    """out float32[H, W, C] = u a[v0] + v a[v1] + (1 - u - v) a[v2].
+
+    Returns the number of pixels whose id is not a triangle of ``tri``
+    (left at 0; the caller raises).
+    """
     nc = attr.shape[1]
+    nf = tri.shape[0]
+    bad = 0
     for y in range(rast.shape[0]):
         for x in range(rast.shape[1]):
             idv = int(rast[y, x, 3])
-            if idv == 0:
+            if idv <= 0 or idv > nf:
+                bad += idv != 0
                 for c in range(nc):
                     out[y, x, c] = 0.0
                 continue
@@ -290,6 +297,31 @@ def interpolate(attr, rast, tri, out):
             j0, j1, j2 = tri[f, 0], tri[f, 1], tri[f, 2]
             for c in range(nc):
                 out[y, x, c] = u * attr[j0, c] + v * attr[j1, c] + t * attr[j2, c]
+    return bad
+
+
+@njit(**_JIT)
+def split_rast(rast, nf, ids, zbuf):
+    """rast float32[H, W, 4] -> ids int32[H*W], zbuf float32[H*W] in one pass.
+
+    Returns (number of ids that are not triangles of the mesh, which become 0,
+    and the covered box (x0, x1, y0, y1), empty if x0 > x1).
+    """
+    h, w = rast.shape[0], rast.shape[1]
+    bad = 0
+    x0, x1, y0, y1 = w, -1, h, -1
+    for y in range(h):
+        for x in range(w):
+            idv = int(rast[y, x, 3])
+            if idv < 0 or idv > nf:
+                bad += 1
+                idv = 0
+            if idv != 0:
+                x0, x1 = min(x0, x), max(x1, x)
+                y0, y1 = min(y0, y), max(y1, y)
+            ids[y * w + x] = idv
+            zbuf[y * w + x] = rast[y, x, 2]
+    return bad, (x0, x1, y0, y1)
 
 
 @njit(**_JIT)
@@ -312,9 +344,10 @@ def texture(tex, uv, mask, use_mask, out):
 # ---------------------------------------------------------------- antialias
 @njit(**_JIT)
 def rim(nbr, facing, out, tmp):
-    """out uint8[F + 1], by triangle id (id 0 = empty pixel -> 0): 1 for
-    triangles within two edge steps of a silhouette edge (an edge with no
-    neighbour, or whose neighbour faces the other way on screen).
+    """out uint8[F + 1], by triangle id: 1 for triangles within two edge
+    steps of a silhouette edge (an edge with no neighbour, or whose neighbour
+    faces the other way on screen), and for id 0 (empty pixel): a pair of
+    pixels is worth examining when either side is marked.
 
     Seen edge-on, the triangles next to the outline are often thinner than a
     pixel, so the pixel at the outline may belong to a triangle one or two
@@ -322,7 +355,6 @@ def rim(nbr, facing, out, tmp):
     """
     nf = nbr.shape[0]
     tmp[0] = 0
-    out[0] = 0
     for f in range(nf):
         fc = facing[f]
         m = 0
@@ -343,6 +375,7 @@ def rim(nbr, facing, out, tmp):
             out[f + 1] = m
         if ring == 0:
             tmp[:] = out
+    out[0] = 1
 
 
 @njit(**_INLINE)
@@ -410,11 +443,11 @@ def aa_ops(ids, zbuf, h, w, box, coef, facing, nbr, rim_ids, dst, src, wt):
         for x in range(xs, xe + 1):
             p = y * w + x
             a = ids[p]
-            ra = rim_ids[a] != 0 or a == 0
+            ra = rim_ids[a]
             fx = np.float64(x)
             if x + 1 < w:
                 b = ids[p + 1]
-                if b != a and (ra or rim_ids[b] != 0 or b == 0):
+                if b != a and (ra | rim_ids[b]) != 0:
                     d, s, t = _pair(
                         ids, zbuf, coef, facing, nbr, p, p + 1, fx, fy, fx + 1.0, fy, True
                     )
@@ -423,7 +456,7 @@ def aa_ops(ids, zbuf, h, w, box, coef, facing, nbr, rim_ids, dst, src, wt):
                         n += 1
             if y + 1 < h:
                 b = ids[p + w]
-                if b != a and (ra or rim_ids[b] != 0 or b == 0):
+                if b != a and (ra | rim_ids[b]) != 0:
                     d, s, t = _pair(
                         ids, zbuf, coef, facing, nbr, p, p + w, fx, fy, fx, fy + 1.0, False
                     )

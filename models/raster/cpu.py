@@ -95,11 +95,14 @@ def _index(idx, n: int, what: str) -> np.ndarray:
     return idx
 
 
-def _ids_ok(rast: np.ndarray, nf: int) -> None:
+def _rast(rast) -> np.ndarray:
+    rast = np.ascontiguousarray(rast, dtype=np.float32)
     if rast.ndim != 3 or rast.shape[2] != 4:
         raise ValueError(f"rast must be [H, W, 4], got {rast.shape}")
-    if rast.size and rast[..., 3].max() > nf:
-        raise ValueError("rast holds triangle ids beyond tri: wrong mesh?")
+    return rast
+
+
+_WRONG_MESH = "rast holds triangle ids that are not in tri: wrong mesh?"
 
 
 def _inputs(pos_clip, tri):
@@ -132,11 +135,11 @@ def rasterize(
 def interpolate(attr, rast, tri) -> np.ndarray:
     """float32[H, W, C]: attributes at each pixel (nvdiffrast weighting)."""
     attr = np.ascontiguousarray(attr, dtype=np.float32)
-    rast = np.ascontiguousarray(rast, dtype=np.float32)
+    rast = _rast(rast)
     tri = _index(tri, len(attr), "tri")
-    _ids_ok(rast, len(tri))
     out = np.empty(rast.shape[:2] + (attr.shape[1],), np.float32)
-    K.interpolate(attr, rast, tri, out)
+    if K.interpolate(attr, rast, tri, out):
+        raise ValueError(_WRONG_MESH)
     return out
 
 
@@ -173,15 +176,17 @@ def antialias(color, rast, pos_clip, tri) -> np.ndarray:
     color = np.asarray(color)
     dtype = np.uint8 if color.dtype == np.uint8 else np.float32
     h, w = color.shape[:2]
+    rast = _rast(rast)
+    if rast.shape[:2] != (h, w):
+        raise ValueError(f"color {color.shape} and rast {rast.shape} differ in size")
     out = np.array(color, dtype=dtype, order="C", copy=True)
     pos, tri = _inputs(pos_clip, tri)
-    _ids_ok(rast, len(tri))
     b = _scratch(None, len(pos), len(tri), h, w)
+    bad, box = K.split_rast(rast, len(tri), b.ids, b.zbuf)
+    if bad:
+        raise ValueError(_WRONG_MESH)
     K.setup(pos, tri, h, w, b.vs, b.coef, b.bbox, b.facing)
-    ids = np.ascontiguousarray(rast[..., 3]).astype(np.int32).ravel()
-    zbuf = np.ascontiguousarray(rast[..., 2], dtype=np.float32).ravel()
-    box = (0, w - 1, 0, h - 1)
-    _aa(ids, zbuf, h, w, box, b, edge_neighbors(tri), [out.reshape(h * w, -1)], False)
+    _aa(b.ids, b.zbuf, h, w, box, b, edge_neighbors(tri), [out.reshape(h * w, -1)], False)
     return out
 
 
