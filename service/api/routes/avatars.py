@@ -8,7 +8,7 @@ from functools import partial
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -55,7 +55,7 @@ _ERRORS = {
 _DEFAULT_SECONDS = 4.0
 
 
-def avatar_links(request: Request, avatar_id: str, job_id: str) -> AvatarLinks:
+def avatar_links(avatar_id: str, job_id: str) -> AvatarLinks:
     base = f"/v1/avatars/{avatar_id}"
     return AvatarLinks(
         job=f"/v1/jobs/{job_id}",
@@ -73,7 +73,6 @@ def avatar_links(request: Request, avatar_id: str, job_id: str) -> AvatarLinks:
     summary="Upload photo(s) of a person; starts building the avatar",
 )
 async def create_avatar(
-    request: Request,
     services: ServicesDep,
     settings: SettingsDep,
     storage: StorageDep,
@@ -125,9 +124,7 @@ async def create_avatar(
         await run_in_threadpool(storage.delete, avatar_id)
         raise ApiError(503, "queue_unavailable", "The job queue is unavailable.") from exc
 
-    body = AvatarCreated(
-        avatar_id=avatar_id, job_id=job_id, links=avatar_links(request, avatar_id, job_id)
-    )
+    body = AvatarCreated(avatar_id=avatar_id, job_id=job_id, links=avatar_links(avatar_id, job_id))
     return JSONResponse(
         status_code=202,
         content=body.model_dump(),
@@ -137,7 +134,7 @@ async def create_avatar(
 
 @router.get("/{avatar_id}", response_model=AvatarPublic, responses=_ERRORS)
 async def get_avatar(
-    request: Request, avatar: ExistingAvatar, storage: StorageDep, jobs: JobStoreDep
+    avatar: ExistingAvatar, storage: StorageDep, jobs: JobStoreDep
 ) -> AvatarPublic:
     """Metadata, quality report (when built) and build state of an avatar."""
     job_id = avatar.meta.get("job_id", "")
@@ -152,7 +149,7 @@ async def get_avatar(
         photos=[PhotoPublic.model_validate(p) for p in avatar.meta.get("photos", [])],
         job=JobPublic.from_job(job) if job else None,
         quality=quality,
-        links=avatar_links(request, avatar.id, job_id),
+        links=avatar_links(avatar.id, job_id),
     )
 
 
