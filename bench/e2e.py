@@ -9,6 +9,7 @@ the seconds per stage the job recorded, then measures the stream's frames per se
 
 Without --photo a synthetic person made by the project is used.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,12 +64,14 @@ def count_mjpeg_frames(base: str, avatar_id: str, frames: int) -> tuple[int, flo
                 if start < 0 or end < 0:
                     break
                 n += 1
-                buf = buf[end + 2:]
+                buf = buf[end + 2 :]
     return n, time.perf_counter() - t0
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--photo", type=Path, help="photo of a person (default: a synthetic one)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--frames", type=int, default=120)
@@ -89,9 +92,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="avatars-e2e-") as data_dir:
         env = dict(os.environ, AVATARS_DATA_DIR=data_dir)
         env.pop("AVATARS_REDIS_URL", None)
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "avatars"), "serve", "--port", str(port)],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "avatars"), "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             wait_ready(base, 180)
             t0 = time.perf_counter()
@@ -121,7 +129,10 @@ def main() -> None:
     st = job.get("stage_seconds") or {}
     figures = {
         "total_seconds": round(total, 3),
-        **{f"{k}_seconds": round(float(st.get(k, 0.0)), 3) for k in ("detect", "fit", "texture", "inpaint", "bake")},
+        **{
+            f"{k}_seconds": round(float(st.get(k, 0.0)), 3)
+            for k in ("detect", "fit", "texture", "inpaint", "bake")
+        },
         "stream_frames": n,
         "stream_fps": round(n / secs, 2),
         "photo": name,
