@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.body.anny_body import CANONICAL_TO_ANNY
 from models.bundle.avatar_mesh import BUNDLE_FORMAT_VERSION, AvatarMesh, limit_influences
 from models.bundle.gltf import write_glb
 
@@ -23,7 +22,7 @@ def build_avatar_mesh(body, shape: np.ndarray, texture: np.ndarray, extras: dict
         "body_model": body.body_model,
         "shape_params": {k: float(v) for k, v in zip(body.shape_labels, shape)},
         "format_version": BUNDLE_FORMAT_VERSION,
-        "canonical_joints": CANONICAL_TO_ANNY,
+        "canonical_joints": dict(body.canonical_joints),
     }
     meta.update(extras or {})
     return AvatarMesh(

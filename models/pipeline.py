@@ -53,7 +53,7 @@ def _load(path: Path) -> np.ndarray:
 
 def fit_stage(avatar_dir: Path, progress: Progress | None = None) -> dict[str, float]:
     """Detect the person in every photo and fit the body to them."""
-    from models.body.anny_body import get_anny
+    from models.body.registry import get_body
     from models.detect.mediapipe_detector import detect_person
     from models.fit.fit_body import fit_body
 
@@ -74,7 +74,7 @@ def fit_stage(avatar_dir: Path, progress: Progress | None = None) -> dict[str, f
 
     t0 = time.perf_counter()
     progress("fit", 0.0)
-    body = get_anny()
+    body = get_body()
     fit = fit_body(body, detections, progress=lambda f: progress("fit", f))
     iou = [silhouette_iou(body, fit.shape, fit.poses[i], fit.cameras[i], d.mask)
            for i, d in enumerate(detections)]
@@ -115,7 +115,7 @@ def silhouette_iou(body, shape, pose, cam, mask: np.ndarray) -> float:
 def inpaint_stage(avatar_dir: Path, progress: Progress | None = None) -> dict[str, float]:
     """Sample the photos into the UV texture, fill what they do not show, bake the bundle."""
     from models.bake import bake
-    from models.body.anny_body import get_anny
+    from models.body.registry import get_body
     from models.fit.camera import Camera
     from models.fit.fit_body import posed_vertices
     from models.texture.atlas import texel_attribute, texel_map
@@ -128,7 +128,7 @@ def inpaint_stage(avatar_dir: Path, progress: Progress | None = None) -> dict[st
     if not fit_path.exists():
         raise PipelineError("fit_missing", "The fit stage has not finished for this avatar.")
     fit = read_json(fit_path)
-    body = get_anny()
+    body = get_body(fit.get("body_model"))  # the body the fit was made with
     top = body.topology
     shape = np.asarray(fit["shape"], np.float32)
     photos = [avatar_dir / "originals" / name for name in fit["photos"]]
@@ -216,8 +216,10 @@ def create_avatar(photos: list[Path], out_dir: Path, progress: Progress | None =
 def prepare_models() -> None:
     """One-off preparation of bundled model assets (Anny's cache, compiled kernels)."""
     from models.body.anny_body import prepare
+    from models.body.registry import get_body
 
     prepare()
+    get_body()  # the configured body model (AVATARS_BODY_MODEL): a bad setting fails here
     from models.raster import get_backend
 
     backend = get_backend("cpu")

@@ -17,6 +17,7 @@ import torch
 
 from models.body.template import BodyTopology
 from models.errors import ModelAssetError
+from models.fit.fit_body import FIT_JOINTS
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,19 @@ ANNY_TO_GLTF = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=np.float32)
 
 PHENOTYPE_LABELS = ["gender", "age", "muscle", "weight", "height", "proportions"]
 BODY_MODEL_ID = "anny"
+
+# Canonical (SMPL-X body) joint -> Anny bone, written into every bundle so the render path
+# retargets motions without knowing the body model.
+CANONICAL_TO_ANNY = {
+    "pelvis": "root", "left_hip": "upperleg01.L", "right_hip": "upperleg01.R",
+    "spine1": "spine05", "left_knee": "lowerleg01.L", "right_knee": "lowerleg01.R",
+    "spine2": "spine03", "left_ankle": "foot.L", "right_ankle": "foot.R", "spine3": "spine01",
+    "left_foot": "toe2-1.L", "right_foot": "toe2-1.R", "neck": "neck01",
+    "left_collar": "clavicle.L", "right_collar": "clavicle.R", "head": "head",
+    "left_shoulder": "upperarm01.L", "right_shoulder": "upperarm01.R",
+    "left_elbow": "lowerarm01.L", "right_elbow": "lowerarm01.R", "left_wrist": "wrist.L",
+    "right_wrist": "wrist.R",
+}
 
 _lock = threading.Lock()
 _instance: "AnnyBody | None" = None
@@ -49,6 +63,8 @@ class AnnyBody:
 
     body_model = BODY_MODEL_ID
     shape_labels = PHENOTYPE_LABELS
+    canonical_joints = CANONICAL_TO_ANNY
+    fit_joints = FIT_JOINTS
 
     def __init__(self) -> None:
         try:
@@ -178,17 +194,3 @@ class AnnyBody:
             out[f"{side}_heel"] = ("vertex", int(cand[np.argmin(v[cand, 2])]))
             out[f"{side}_foot_index"] = ("vertex", int(cand[np.argmax(v[cand, 2])]))
         return out
-
-
-# Canonical (SMPL-X body) joint -> Anny bone, written into every bundle so the render path
-# retargets motions without knowing the body model.
-CANONICAL_TO_ANNY = {
-    "pelvis": "root", "left_hip": "upperleg01.L", "right_hip": "upperleg01.R",
-    "spine1": "spine05", "left_knee": "lowerleg01.L", "right_knee": "lowerleg01.R",
-    "spine2": "spine03", "left_ankle": "foot.L", "right_ankle": "foot.R", "spine3": "spine01",
-    "left_foot": "toe2-1.L", "right_foot": "toe2-1.R", "neck": "neck01",
-    "left_collar": "clavicle.L", "right_collar": "clavicle.R", "head": "head",
-    "left_shoulder": "upperarm01.L", "right_shoulder": "upperarm01.R",
-    "left_elbow": "lowerarm01.L", "right_elbow": "lowerarm01.R", "left_wrist": "wrist.L",
-    "right_wrist": "wrist.R",
-}

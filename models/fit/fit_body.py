@@ -74,7 +74,10 @@ class _Problem:
         self.torso = torch.tensor([names.index(n) for n in TORSO])
         self.heights = torch.tensor([max(d.person_height_px(), 1.0) for d in detections]).float()
         J = len(top.joint_names)
-        self.fit_joint_idx = torch.tensor([top.joint_names.index(n) for n in FIT_JOINTS])
+        self.fit_joints = list(getattr(body, "fit_joints", FIT_JOINTS))  # body-specific names
+        self.fit_joint_idx = torch.tensor([top.joint_names.index(n) for n in self.fit_joints])
+        # Unconstrained parameters -> shape values (Anny: phenotypes in (0,1); SMPL-X: betas).
+        self.shape_from_free = getattr(body, "shape_from_free", torch.sigmoid)
         self.n_joints = J
         self.K = [default_intrinsics(d.image_size[1], d.image_size[0]) for d in detections]
         self.Kt = torch.from_numpy(np.stack(self.K)).float()
@@ -82,7 +85,7 @@ class _Problem:
     def landmarks_world(self, shape_logit, pose_aa) -> torch.Tensor:
         """Posed 3D landmarks [P, L, 3] in world (glTF) axes."""
         P = pose_aa.shape[0]
-        shape = torch.sigmoid(shape_logit)[None]
+        shape = self.shape_from_free(shape_logit)[None]
         coeffs = self.body.shape_coeffs(shape)
         heads = self.body.rest_heads(coeffs).expand(P, -1, -1)
         verts = self.body.rest_vertices(coeffs, self.vert_idx).expand(P, -1, -1)
@@ -131,8 +134,8 @@ def fit_body(body, detections: list[Detection], progress: Callable[[float], None
     init = [_initial_camera(d, K) for d, K in zip(detections, prob.K)]
     rot = torch.tensor(np.stack([r for r, _ in init]), requires_grad=True)
     transl = torch.tensor(np.stack([t for _, t in init]), requires_grad=True)
-    shape_logit = torch.zeros(6, requires_grad=True)
-    pose = torch.zeros(P, len(FIT_JOINTS), 3, requires_grad=True)
+    shape_logit = torch.zeros(len(body.shape_labels), requires_grad=True)
+    pose = torch.zeros(P, len(prob.fit_joints), 3, requires_grad=True)
     sigma2 = 0.05 ** 2
     total = sum(iterations)
     done = 0
@@ -173,7 +176,7 @@ def fit_body(body, detections: list[Detection], progress: Callable[[float], None
     cams = [Camera(K=prob.K[i], R=Rm[i].astype(np.float32), t=transl[i].detach().numpy().astype(np.float32),
                    width=detections[i].image_size[1], height=detections[i].image_size[0]) for i in range(P)]
     return BodyFit(
-        shape=torch.sigmoid(shape_logit).detach().numpy().astype(np.float32),
+        shape=prob.shape_from_free(shape_logit).detach().numpy().astype(np.float32),
         poses=full_pose.numpy().astype(np.float32),
         cameras=cams,
         keypoint_error_pct=kp_err,

@@ -34,9 +34,9 @@ class SyntheticPerson:
 
 @lru_cache(maxsize=1)
 def _atlas():
-    from models.body.anny_body import get_anny
+    from models.body.registry import get_body
 
-    body = get_anny()
+    body = get_body("anny")  # painted and posed with Anny's joint names, whatever the setting
     top = body.topology
     tm = texel_map(top.uvs, top.faces, TEX)
     rest = body.template_vertices.numpy()[top.source_vertex]
@@ -95,11 +95,11 @@ def _standing_pose(body, rng: np.random.Generator) -> np.ndarray:
 
 def person(seed: int, size: int = 512) -> SyntheticPerson:
     """Render one synthetic person facing the camera, deterministic for `seed`."""
-    from models.body.anny_body import get_anny
+    from models.body.registry import get_body
     from models.fit.fit_body import posed_vertices
 
     rng = np.random.default_rng(seed)
-    body = get_anny()
+    body = get_body("anny")
     top = body.topology
     shape = np.clip(rng.normal(0.5, 0.15, 6), 0.05, 0.95).astype(np.float32)
     shape[1] = rng.uniform(0.45, 0.75)  # adults
