@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from service.api.errors import install_error_handlers
+from service.api.routes import live
 from service.api.routes import avatars, health, jobs, motions
 from service.state import Services
 from workers.settings import Settings, get_settings
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(avatars.router)
+    app.include_router(live.router)
     app.include_router(jobs.router)
     app.include_router(motions.router)
     return app

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
+import tempfile
+import threading
 from functools import partial
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
+import anyio
 import anyio.to_thread
-from fastapi import APIRouter, File, Query, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import (
@@ -53,6 +60,74 @@ _ERRORS = {
 #: Frames of a stream with neither ``frames`` nor ``loop`` when the motion has no
 #: known duration.
 _DEFAULT_SECONDS = 4.0
+#: Bounds of one MP4 (``render.mp4``): it is rendered completely before it is sent.
+MP4_MAX_FRAMES = 900
+MP4_MAX_SIZE = 1024
+PNG_MEDIA_TYPE = "image/png"
+MP4_MEDIA_TYPE = "video/mp4"
+
+
+# ------------------------------------------------------------------ view parameters
+class ViewQuery(BaseModel):
+    """Camera and background of a rendered frame (query parameters)."""
+
+    yaw: float = Field(
+        0.0, ge=-360, le=360, allow_inf_nan=False,
+        description="Orbit angle around the avatar in degrees (0: from the front, 90: from its left).",
+    )
+    elevation: float = Field(
+        5.0, ge=-89, le=89, allow_inf_nan=False, description="Camera elevation in degrees."
+    )
+    distance: float | None = Field(
+        None, ge=0.3, le=50, allow_inf_nan=False,
+        description="Camera distance in metres; default: frame the whole body.",
+    )
+    fov: float = Field(
+        30.0, ge=5, le=120, allow_inf_nan=False, description="Vertical field of view, degrees."
+    )
+    background: str = Field(
+        "ffffff", pattern=r"^#?[0-9a-fA-F]{6}$",
+        description="Background colour as 6 hex digits (RRGGBB), e.g. ffffff.",
+    )
+
+    def view(self) -> Any:
+        from models.render.player import View
+
+        return View(self.yaw, self.elevation, self.distance, self.fov, parse_hex_colour(self.background))
+
+
+def parse_hex_colour(text: str) -> tuple[int, int, int]:
+    """'ffffff' or '#ffffff' -> (255, 255, 255); the pattern is checked by the schema."""
+    text = text.lstrip("#")
+    return (int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16))
+
+
+class StreamViewQuery(StreamQuery, ViewQuery):
+    """Query of ``GET /v1/avatars/{id}/stream``: motion, size, timing, camera."""
+
+
+class FrameQuery(ViewQuery):
+    """Query of ``GET /v1/avatars/{id}/frame.png``."""
+
+    motion: str = Field("turntable", description="A motion name from GET /v1/motions.")
+    t: float = Field(0.0, ge=0, le=86400, allow_inf_nan=False, description="Time in seconds.")
+    size: int = Field(512, ge=64, le=2048, description="Width and height in pixels.")
+    transparent: bool = Field(
+        False, description="RGBA with a transparent background (alpha = coverage)."
+    )
+
+
+class Mp4Query(ViewQuery):
+    """Query of ``GET /v1/avatars/{id}/render.mp4``."""
+
+    motion: str = Field("turntable", description="A motion name from GET /v1/motions.")
+    size: int = Field(
+        512, ge=64, le=MP4_MAX_SIZE, description="Width and height (odd sizes are rounded up)."
+    )
+    fps: int = Field(30, ge=1, le=60, description="Frames per second.")
+    frames: int | None = Field(
+        None, ge=1, le=MP4_MAX_FRAMES, description="Number of frames; default: one cycle of the motion."
+    )
 
 
 def avatar_links(avatar_id: str, job_id: str) -> AvatarLinks:
@@ -197,6 +272,18 @@ def _motion_duration(name: str) -> float | None:
     return None
 
 
+async def _check_motion(name: str) -> None:
+    names = await run_in_threadpool(_motion_names)
+    if name not in names:
+        raise ApiError(400, "unknown_motion", f"Unknown motion {name!r}.", {"motions": sorted(names)})
+
+
+async def _default_frames(motion: str, fps: int, limit: int) -> int:
+    """Frames of one cycle of the motion (or a few seconds), at most ``limit``."""
+    duration = await run_in_threadpool(_motion_duration, motion) or _DEFAULT_SECONDS
+    return min(limit, max(1, math.ceil(duration * fps)))
+
+
 @router.get(
     "/{avatar_id}/stream",
     response_class=StreamingResponse,
@@ -208,9 +295,11 @@ async def stream_avatar(
     jobs: JobStoreDep,
     players: PlayersDep,
     settings: SettingsDep,
-    query: Annotated[StreamQuery, Query()],
+    query: Annotated[StreamViewQuery, Query()],
 ) -> StreamingResponse:
-    """MJPEG (``multipart/x-mixed-replace``) frames of the avatar in a motion."""
+    """MJPEG (``multipart/x-mixed-replace``) frames of the avatar in a motion, seen from
+    the camera the view parameters describe. Rendering stops as soon as the client
+    disconnects."""
     if query.loop and query.frames is not None:
         raise ApiError(422, "invalid_request", "Give either frames or loop=true, not both.")
     if query.frames is not None and query.frames > settings.stream_max_frames:
@@ -220,23 +309,117 @@ async def stream_avatar(
             f"frames must be at most {settings.stream_max_frames}.",
             {"max_frames": settings.stream_max_frames},
         )
-    names = await run_in_threadpool(_motion_names)
-    if query.motion not in names:
-        raise ApiError(
-            400, "unknown_motion", f"Unknown motion {query.motion!r}.", {"motions": sorted(names)}
-        )
+    await _check_motion(query.motion)
     frames = query.frames
     if frames is None and not query.loop:
-        duration = await run_in_threadpool(_motion_duration, query.motion) or _DEFAULT_SECONDS
-        frames = min(settings.stream_max_frames, max(1, math.ceil(duration * query.fps)))
+        frames = await _default_frames(query.motion, query.fps, settings.stream_max_frames)
 
     glb = await _ready_glb(avatar, storage, jobs)
     player = await run_in_threadpool(players.get, avatar.id, glb)
     frame_iter = player.jpeg_frames(
-        query.motion, query.size, query.fps, frames, quality=settings.stream_jpeg_quality
+        query.motion,
+        query.size,
+        query.fps,
+        frames,
+        quality=settings.stream_jpeg_quality,
+        view=query.view(),
     )
     return StreamingResponse(
         mjpeg_stream(frame_iter, query.fps, query.pace, label=f"stream of {avatar.id}"),
         media_type=MEDIA_TYPE,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/{avatar_id}/frame.png",
+    response_class=Response,
+    responses={200: {"content": {PNG_MEDIA_TYPE: {}}}, **_ERRORS},
+)
+async def frame_png(
+    avatar: ExistingAvatar,
+    storage: StorageDep,
+    jobs: JobStoreDep,
+    players: PlayersDep,
+    query: Annotated[FrameQuery, Query()],
+) -> Response:
+    """One frame of a motion at time ``t`` as PNG; ``transparent=true`` gives RGBA with a
+    transparent background and the antialiased silhouette coverage as alpha."""
+    await _check_motion(query.motion)
+    glb = await _ready_glb(avatar, storage, jobs)
+    player = await run_in_threadpool(players.get, avatar.id, glb)
+    png = await run_in_threadpool(
+        player.frame_png, query.motion, query.t, query.size, query.view(), query.transparent
+    )
+    return Response(png, media_type=PNG_MEDIA_TYPE, headers={"Cache-Control": "no-store"})
+
+
+async def _watch_disconnect(request: Request, stop: threading.Event) -> None:
+    """Set ``stop`` when the client goes away (polled while an MP4 renders)."""
+    while not stop.is_set():
+        if await request.is_disconnected():
+            stop.set()
+            return
+        await anyio.sleep(0.2)
+
+
+@router.get(
+    "/{avatar_id}/render.mp4",
+    response_class=FileResponse,
+    responses={200: {"content": {MP4_MEDIA_TYPE: {}}}, **_ERRORS},
+)
+async def render_avatar_mp4(
+    request: Request,
+    avatar: ExistingAvatar,
+    storage: StorageDep,
+    jobs: JobStoreDep,
+    players: PlayersDep,
+    query: Annotated[Mp4Query, Query()],
+) -> Response:
+    """An H.264 MP4 of the avatar in a motion (at most ``MP4_MAX_FRAMES`` frames, size up
+    to ``MP4_MAX_SIZE``). Rendered into a temporary file, then sent; rendering stops if
+    the client disconnects first."""
+    from models.render.player import RenderCancelled, render_mp4
+
+    await _check_motion(query.motion)
+    frames = query.frames or await _default_frames(query.motion, query.fps, MP4_MAX_FRAMES)
+    glb = await _ready_glb(avatar, storage, jobs)
+    player = await run_in_threadpool(players.get, avatar.id, glb)
+
+    tmp_dir = Path(tempfile.mkdtemp(prefix="avatars-mp4-"))
+    out = tmp_dir / "render.mp4"
+    stop = threading.Event()
+    render = partial(
+        render_mp4, glb, out, motion=query.motion, size=query.size, fps=query.fps,
+        frames=frames, view=query.view(), player=player, should_stop=stop.is_set,
+    )
+    error: Exception | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch_disconnect, request, stop)
+            try:
+                await anyio.to_thread.run_sync(render)
+            except Exception as exc:  # handled below, outside the task group
+                error = exc
+            finally:
+                stop.set()  # also ends the watcher, and a render still running
+                tg.cancel_scope.cancel()
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    if error is not None:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if isinstance(error, RenderCancelled):
+            log.info("render.mp4 of %s cancelled: client gone", avatar.id)
+            return Response(status_code=499)
+        if isinstance(error, OSError):
+            log.error("could not write the MP4 of avatar %s: %s", avatar.id, error)
+            raise ApiError(503, "storage_unavailable", "The video could not be written.") from error
+        raise error
+    return FileResponse(
+        out,
+        media_type=MP4_MEDIA_TYPE,
+        filename=f"{avatar.id}-{query.motion}.mp4",
+        headers={"Cache-Control": "no-store", "X-Frame-Count": str(frames)},
+        background=BackgroundTask(shutil.rmtree, tmp_dir, ignore_errors=True),
     )
