@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.errors import install_error_handlers
 from service.api.routes import live
-from service.api.routes import avatars, health, jobs, motions
+from service.api.routes import avatars, health, jobs, motions, render
 from service.state import Services
 from workers.settings import Settings, get_settings
 
@@ -60,4 +60,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(live.router)
     app.include_router(jobs.router)
     app.include_router(motions.router)
+    app.include_router(render.router)
     return app

@@ -260,6 +260,25 @@ class AvatarPlayer:
         for bgr, _ in self._motion_bgr(motion, size, fps, frames, view):
             yield bgr
 
+    def frames_from(self, motion, size: int, fps: float, frames: int | None,
+                    view: View = View(), bgr: bool = False) -> Iterator[np.ndarray]:
+        """Frames of anything that plays: a built-in motion's name (its joint matrices are
+        cached), a ``Motion``, or a ``MotionSequence`` (models/animation/sequence.py) --
+        any object with ``frame(t) -> MotionFrame``. Frame i shows the motion at
+        t = i / fps; frames=None loops forever (the caller stops). RGB frames are fresh
+        arrays; bgr=True gives BGR frames that are only valid until the next one (for
+        encoders)."""
+        builtin = isinstance(motion, str)
+        m = get_motion(motion) if builtin else motion
+        state = self.new_state()
+        i = 0
+        while frames is None or i < frames:
+            t = i / fps
+            A = self.motion_matrices(m, t) if builtin else self.pose_matrices(m.frame(t), out=state.A)
+            img, _ = self.render_matrices(A, size, view, state, bgr=bgr)
+            yield img if bgr else img.copy()  # the state's buffers are reused next frame
+            i += 1
+
     def jpeg_frames(self, motion: str, size: int, fps: int, frames: int | None,
                     quality: int = 85, view: View = View()) -> Iterator[bytes]:
         for bgr, _ in self._motion_bgr(motion, size, fps, frames, view):
