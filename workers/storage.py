@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from models.ioutil import atomic_write_bytes, fsync_dir
+
 log = logging.getLogger(__name__)
 
 #: Avatar and job ids: 32 lowercase hex characters (uuid4().hex).
@@ -65,15 +67,6 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def fsync_dir(path: Path) -> None:
-    """Flush a directory entry (a rename or a new file) to disk."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write_stream(path: Path, source: BinaryIO) -> tuple[int, str]:
     """Copy ``source`` to ``path`` atomically; returns (bytes written, sha256 hex)."""
     path = Path(path)
@@ -94,22 +87,6 @@ def atomic_write_stream(path: Path, source: BinaryIO) -> tuple[int, str]:
         raise
     fsync_dir(path.parent)
     return size, digest.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + os.replace)."""
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        _unlink_quietly(Path(tmp_name))
-        raise
-    fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -22,11 +22,12 @@ import io
 import json
 import os
 import struct
-import tempfile
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from models.ioutil import atomic_write_bytes
 
 from .avatar_mesh import (
     BUNDLE_FORMAT_VERSION,
@@ -78,35 +79,7 @@ def write_glb(path: str | os.PathLike[str], mesh: AvatarMesh) -> None:
     never a partial file. The file gets mode 0644. Raises BundleError if the mesh is invalid
     (nothing is written then).
     """
-    data = encode_glb(mesh)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(
-        prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    atomic_write_bytes(path, encode_glb(mesh))
 
 
 def encode_glb(mesh: AvatarMesh) -> bytes:
