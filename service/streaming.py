@@ -65,6 +65,41 @@ class PlayerCache:
             return len(self._items)
 
 
+_warm_lock = threading.Lock()
+_warmed = False
+
+
+def warm_render_path() -> None:
+    """Import the render path and load its compiled kernels, once per process (blocking).
+
+    Without it the first frame a fresh gateway renders also pays for importing numba and
+    loading the kernels from numba's cache (about a second on 2 cores)."""
+    global _warmed
+    with _warm_lock:
+        if _warmed:
+            return
+        t0 = time.perf_counter()
+        from models.render.player import warmup
+
+        warmup()
+        _warmed = True
+        log.info("render path ready in %.2f s", time.perf_counter() - t0)
+
+
+def start_render_warm_up() -> threading.Thread:
+    """``warm_render_path`` in a daemon thread: start-up is not delayed by it."""
+
+    def run() -> None:
+        try:
+            warm_render_path()
+        except Exception:  # never fatal: the first frame then warms up instead
+            log.warning("warming up the render path failed", exc_info=True)
+
+    thread = threading.Thread(target=run, name="render-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def _load_player(glb_path: Path) -> Any:
     from models.render.player import AvatarPlayer  # the render path imports no torch
 

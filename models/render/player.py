@@ -174,15 +174,16 @@ class AvatarPlayer:
         return fk_into(rots, self.heads, self.parents, frame.root_translation, out)
 
     def motion_matrices(self, motion: Motion, t: float) -> np.ndarray:
-        """``pose_matrices`` of a built-in motion at time t, cached (read-only float32)."""
+        """``pose_matrices`` of a built-in motion at time t as float32, cached per player
+        (the array is shared: do not modify it). Writable on purpose: numba compiles a
+        separate kernel for read-only arrays."""
         key = (motion.name, round(t % motion.duration_s, 6))
         with self._lock:
             hit = self._poses.get(key)
             if hit is not None:
                 self._poses.move_to_end(key)
                 return hit
-        A = self.pose_matrices(motion.frame(t)).astype(np.float32)
-        A.setflags(write=False)
+        A = self.pose_matrices(motion.frame(t)).astype(np.float32)  # shared: do not modify
         with self._lock:
             self._poses[key] = A
             while len(self._poses) > POSE_CACHE_SIZE:
@@ -202,8 +203,7 @@ class AvatarPlayer:
                 return M
         cam = orbit_camera(self.center, self.height, (size, size), view.yaw_deg,
                            view.elevation_deg, view.distance, view.fov_deg)
-        M = np.ascontiguousarray(clip_from_camera(cam), dtype=np.float32)
-        M.setflags(write=False)
+        M = np.ascontiguousarray(clip_from_camera(cam), dtype=np.float32)  # shared
         with self._lock:
             self._cameras[key] = M
             while len(self._cameras) > _CAMERA_CACHE_SIZE:
@@ -303,6 +303,22 @@ class AvatarPlayer:
         black = View(view.yaw_deg, view.elevation_deg, view.distance, view.fov_deg, (0, 0, 0))
         bgr, alpha = self.render_matrices(A, size, black, state)
         return encode_png(unpremultiply(bgr, alpha))
+
+
+def warmup() -> None:
+    """Load (or compile, the first time) every kernel the render path uses, on a tiny
+    mesh with the player's dtypes, so the first frame of the first stream is fast. The
+    gateway calls it once at start-up, in the background."""
+    backend = get_backend("auto")
+    if hasattr(backend, "warmup"):
+        backend.warmup()
+    rest = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
+    skin = Skinner(rest, np.zeros((3, 4), np.int32), np.full((3, 4), 0.25, np.float32), 1)
+    A = fk_into(np.eye(3)[None], np.zeros((1, 3)), np.array([-1], np.int64), None,
+                np.empty((1, 3, 4)))
+    skin.clip_into(A, np.eye(4, dtype=np.float32), np.empty((3, 4), np.float32))
+    skin(A)
+    encode_jpeg(np.zeros((16, 16, 3), np.uint8))
 
 
 def encode_jpeg(bgr: np.ndarray, quality: int = 85) -> bytes:

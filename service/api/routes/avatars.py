@@ -7,6 +7,8 @@ import math
 import shutil
 import tempfile
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,14 +40,26 @@ from service.api.schemas import (
     PhotoPublic,
     StreamQuery,
 )
-from service.streaming import MEDIA_TYPE, mjpeg_stream
+from service.streaming import MEDIA_TYPE, mjpeg_stream, start_render_warm_up
 from service.uploads import LimitedBodyRoute, validate_photo
 from workers.storage import new_id
 from workers.submit import enqueue_avatar
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/avatars", tags=["avatars"], route_class=LimitedBodyRoute)
+@asynccontextmanager
+async def _warm_render_path(_: Any) -> AsyncIterator[None]:
+    """Router lifespan: load the render kernels in the background when the app starts."""
+    start_render_warm_up()
+    yield
+
+
+router = APIRouter(
+    prefix="/v1/avatars",
+    tags=["avatars"],
+    route_class=LimitedBodyRoute,
+    lifespan=_warm_render_path,
+)
 
 _ERRORS = {
     400: {"model": ErrorResponse},
