@@ -17,7 +17,8 @@ this machine (CPU path unless a GPU backend is available; 512x512, JPEG quality 
   ``single_http_stream_fps``, ``first_frame_ms_cached`` (player in the gateway's cache:
   request -> first JPEG received, median), ``first_frame_ms_cold`` (the bundle is read
   from disk again: its mtime changes, so the cache misses), ``first_frame_ms_new_process``
-  (the first request a fresh gateway serves), ``mp4_120_frames_seconds`` (GET render.mp4,
+  (the first request a fresh gateway serves, as soon as it answers; ``gateway_start_s``
+  is how long it took to start, render kernels loaded), ``mp4_120_frames_seconds`` (GET render.mp4,
   120 frames, until the whole file is received), ``avatar_cache_mb`` (gateway RSS growth
   per avatar loaded into its cache, over several avatars);
 * ``mp4_120_frames_seconds_inprocess``, ``avatar_arrays_mb`` (the arrays one player
@@ -210,6 +211,7 @@ class Gateway:
             PYTHONUNBUFFERED="1",
         )
         self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        t0 = time.perf_counter()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
@@ -222,6 +224,7 @@ class Gateway:
                 raise SystemExit(f"gateway exited:\n{log_path.read_text(errors='replace')}")
             try:
                 if httpx.get(f"{self.base}/healthz", timeout=2).status_code == 200:
+                    self.start_s = time.perf_counter() - t0
                     break
             except httpx.HTTPError:
                 pass
@@ -285,6 +288,7 @@ def measure_gateway(glb: Path, work: Path, frames: int, memory_avatars: int, rep
     try:
         with httpx.Client(timeout=300) as client:
             url = stream_url(gateway.base, avatar_id)
+            out["gateway_start_s"] = gateway.start_s
             out["first_frame_ms_new_process"] = first_frame_ms(client, url)
 
             # Memory first, before streams have grown the heap: gateway RSS growth while

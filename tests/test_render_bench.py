@@ -25,6 +25,7 @@ POSITIVE = [
     "first_frame_ms_cached",
     "first_frame_ms_cold",
     "first_frame_ms_new_process",
+    "gateway_start_s",
     "mp4_120_frames_seconds",
     "mp4_120_frames_seconds_inprocess",
     "avatar_arrays_mb",

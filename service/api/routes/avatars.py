@@ -49,8 +49,12 @@ log = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def _warm_render_path(_: Any) -> AsyncIterator[None]:
-    """Router lifespan: load the render kernels in the background when the app starts."""
-    start_render_warm_up()
+    """Router lifespan: load the render kernels when the app starts, so that the first
+    frame a fresh gateway serves costs what any uncached avatar costs. Start-up waits
+    for it at most ``WARM_UP_WAIT_S`` (about 1 s with numba's on-disk cache; compiling
+    without it takes longer and then finishes in the background)."""
+    thread = start_render_warm_up()
+    await anyio.to_thread.run_sync(thread.join, WARM_UP_WAIT_S)
     yield
 
 
@@ -74,6 +78,8 @@ _ERRORS = {
 #: Frames of a stream with neither ``frames`` nor ``loop`` when the motion has no
 #: known duration.
 _DEFAULT_SECONDS = 4.0
+#: Longest start-up wait for the render path to be loaded (see ``_warm_render_path``).
+WARM_UP_WAIT_S = 5.0
 #: Bounds of one MP4 (``render.mp4``): it is rendered completely before it is sent.
 MP4_MAX_FRAMES = 900
 MP4_MAX_SIZE = 1024
