@@ -1,0 +1,488 @@
+"""Quality benchmark: the real pipeline on synthetic people with ground truth (and real photos).
+
+    python bench/quality.py --synthetic N [--photos DIR] [--json OUT] [--sheet OUT.png]
+
+Synthetic sample i is ``models.synth.generator`` with seed ``SEED_OFFSET + i``
+(SEED_OFFSET = 1_000_000): training and tests use seeds below it, so the benchmark people
+are never seen in training. Each photo (512x512) goes through the real stages,
+``fit_stage`` then ``inpaint_stage``, in a temporary avatar directory, and is scored against
+its ground truth:
+
+- ``fit_iou_median``: silhouette IoU of the fitted body (shape, pose, camera from fit.json)
+  against the ground-truth person mask;
+- ``kp_err_pct_median``: mean 2D distance between the fitted body's MediaPipe-33 landmarks
+  (projected with the fitted camera) and the ground-truth projected landmarks, over the
+  landmarks visible in the ground truth, in % of the person's height in pixels;
+- ``shape_err_median``: mean absolute error of the 6 Anny phenotype values;
+- ``same_view_psnr`` / ``same_view_ssim``: the avatar (fitted shape and pose, fitted camera,
+  its texture, unshaded as the render path shows it) against the photo, both masked to
+  the ground-truth person mask;
+- ``back_view_psnr`` / ``back_view_ssim``: texture only. The avatar's texture is rendered on
+  the ground-truth body and pose from the ground-truth back camera (so fit errors do not
+  count here) and compared with the ground-truth back render, masked to its mask. The
+  texture is rendered unshaded: the photo's lighting is baked into it, as the product
+  shows it; the ground-truth render has a light near the back camera;
+- ``unseen_texel_psnr``: the texture against the ground-truth texture, texel to texel, over
+  the atlas texels the photo did not show;
+- timings (medians, seconds): ``detect``, ``fit``, ``inpaint`` (the fill of unseen texels),
+  ``texture`` (unprojection), ``bake``.
+
+PSNR and SSIM values are means over the samples. PSNR is over the mask's pixels (RGB in
+0..1). SSIM (Wang et al. 2004: Gaussian window sigma 1.5, 11x11, K1 0.01, K2 0.03, per
+channel) is computed over the mask's bounding box with both images set to black outside
+the mask (numpy + scipy, no extra dependency).
+
+Methods, all from the same run and the same observed texture (texture/observed.png):
+``pipeline`` (the product: mirror, nearest surface, pull-push), ``baseline_mean`` (every
+unseen texel = the mean observed colour), ``baseline_mirror`` (left/right mirror, then the
+mean). Fit figures are shared by the three; ``inpaint_seconds_median`` is each method's own.
+
+With ``--photos DIR``: every image there (png/jpg/jpeg/webp; not ``*_mask.png``; other files
+such as ``*_clothes.json`` are ignored) goes through the same stages; ``fit_iou`` is
+measured against ``NAME_mask.png`` when it exists (else null) and ``fit_iou_detector``
+against the detector's mask; ``same_view_*`` use the given mask (else the detector's).
+
+The contact sheet has one row per sample: input, fitted body over the input, front render,
+back render, ground-truth back (real photos: the fitted avatar turned around, no ground
+truth).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ["AVATARS_BODY_MODEL"] = "anny"  # ground truth lives in Anny's UV layout and phenotypes
+
+SEED_OFFSET = 1_000_000
+METHODS = ("pipeline", "baseline_mean", "baseline_mirror")
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+# ---- metrics -------------------------------------------------------------------------------
+def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    m = mask.astype(bool)
+    if not m.any():
+        return float("nan")
+    d = (a[m].astype(np.float64) - b[m].astype(np.float64)) / 255.0
+    mse = float((d * d).mean())
+    return float(10 * np.log10(1.0 / max(mse, 1e-10)))
+
+
+def masked_ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray, sigma: float = 1.5) -> float:
+    """SSIM over the mask's bounding box, both images black outside the mask."""
+    from scipy.ndimage import gaussian_filter
+
+    m = mask.astype(bool)
+    ys, xs = np.nonzero(m)
+    if ys.size == 0:
+        return float("nan")
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    mm = m[y0:y1, x0:x1, None]
+    x = a[y0:y1, x0:x1].astype(np.float64) / 255.0 * mm
+    y = b[y0:y1, x0:x1].astype(np.float64) / 255.0 * mm
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+
+    def f(img):  # 11x11 Gaussian window, per channel
+        return gaussian_filter(img, sigma=(sigma, sigma, 0), truncate=3.5, mode="reflect")
+
+    mx, my = f(x), f(y)
+    vx = f(x * x) - mx * mx
+    vy = f(y * y) - my * my
+    cxy = f(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def texel_psnr(tex: np.ndarray, gt: np.ndarray, where: np.ndarray) -> float:
+    return masked_psnr(tex, gt, where)
+
+
+# ---- helpers -----------------------------------------------------------------------------
+class Context:
+    """Things loaded once: the body, the generator (renderer, landmarks), the atlas map."""
+
+    def __init__(self, size: int):
+        from models.body.registry import get_body
+        from models.pipeline import TEXTURE_SIZE
+        from models.synth.generator import get_generator
+        from models.texture.atlas import texel_map
+
+        self.size = size
+        self.body = get_body("anny")
+        self.gen = get_generator(size, TEXTURE_SIZE)
+        top = self.body.topology
+        self.tm = texel_map(top.uvs, top.faces, TEXTURE_SIZE)
+
+    def fitted_body(self, fit: dict, i: int = 0):
+        """-> (posed model vertices, posed joints, split vertices) of a fit.json photo."""
+        g = self.gen
+        shape = np.asarray(fit["shape"], np.float32)
+        pose = np.asarray(fit["poses"][i], np.float32)
+        rest_v, heads = g.rest(shape)
+        v, j, _ = g.pose_body(rest_v, heads, pose)
+        return v, j, v[g.src]
+
+    def landmarks_2d(self, verts, joints, cam) -> np.ndarray:
+        from models.body.template import MEDIAPIPE_33
+
+        pts = np.stack([joints[idx] if kind == "joint" else verts[idx]
+                        for kind, idx in (self.gen.landmarks[n] for n in MEDIAPIPE_33)])
+        return cam.project(pts)[0]
+
+    def fills(self, avatar_dir: Path, shape: np.ndarray) -> tuple[dict, np.ndarray]:
+        """The pipeline's texture and the two baselines' from the same observed texture."""
+        from models.pipeline import _rest_split_vertices
+        from models.texture.atlas import texel_attribute
+        from models.texture.fill import mirror_fill
+
+        tex_dir = avatar_dir / "texture"
+        out = {"pipeline": (_load_rgb(tex_dir / "inpainted.png"), float("nan"))}
+        obs = _load_rgb(tex_dir / "observed.png").astype(np.float32) / 255.0
+        seen = _load_gray(tex_dir / "observed_mask.png") > 127
+        t0 = time.perf_counter()
+        mean = obs[seen].mean(0) if seen.any() else np.full(3, 0.5, np.float32)
+        tex = np.where(seen[..., None], obs, mean)
+        out["baseline_mean"] = (_u8(tex), time.perf_counter() - t0)
+        # Mirror on a 256 atlas as the pipeline's fill does (a 1024 one takes ~10 s), the
+        # observed texels at full resolution, the rest the mean observed colour.
+        t0 = time.perf_counter()
+        top = self.body.topology
+        pos = texel_attribute(self.tm, _rest_split_vertices(self.body, shape), top.faces)
+        f = self.tm.size // 256
+        cov = self.tm.covered.astype(np.float32)
+        low_rgb, low_seen = _block_mean(obs, seen.astype(np.float32), f)
+        low_pos, low_cov = _block_mean(pos, cov, f)
+        low_w = (low_seen >= 0.5 * f * f).astype(np.float32)
+        rgb, w = mirror_fill(low_rgb.astype(np.float32), low_w, low_pos.astype(np.float32), low_cov > 0)
+        mirrored = (w > 0) & (low_w == 0)
+        up_rgb = np.repeat(np.repeat(rgb, f, 0), f, 1)
+        up_m = np.repeat(np.repeat(mirrored, f, 0), f, 1)
+        tex = np.where(seen[..., None], obs, np.where(up_m[..., None], up_rgb, mean))
+        out["baseline_mirror"] = (_u8(tex), time.perf_counter() - t0)
+        return out, seen
+
+
+def _block_mean(a: np.ndarray, w: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean of a [T,T,C] over f x f blocks -> (mean, summed weight)."""
+    T = w.shape[0] // f * f
+    ws = w[:T, :T].reshape(T // f, f, T // f, f).sum((1, 3))
+    s = (a[:T, :T] * w[:T, :T, None]).reshape(T // f, f, T // f, f, -1).sum((1, 3))
+    return s / np.maximum(ws, 1e-8)[..., None], ws
+
+
+def _u8(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def _load_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB")).copy()
+
+
+def _load_gray(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L")).copy()
+
+
+def run_pipeline(photo: np.ndarray | Path, work: Path) -> tuple[Path, dict]:
+    """fit_stage + inpaint_stage on one photo in a fresh avatar directory."""
+    from PIL import Image
+
+    from models.pipeline import fit_stage, inpaint_stage
+
+    d = Path(tempfile.mkdtemp(prefix="q_", dir=work))
+    (d / "originals").mkdir()
+    if isinstance(photo, Path):
+        shutil.copyfile(photo, d / "originals" / f"photo_0{photo.suffix.lower()}")
+    else:
+        Image.fromarray(photo).save(d / "originals" / "photo_0.png")
+    timings = fit_stage(d)
+    timings.update(inpaint_stage(d))
+    return d, timings
+
+
+def _camera(d: dict):
+    from models.fit.camera import Camera
+
+    return Camera.from_dict(d)
+
+
+def _turned_camera(cam, verts: np.ndarray, gen):
+    """The camera moved 180 degrees around the body's vertical axis (a back view)."""
+    c = (verts.min(0) + verts.max(0)) / 2
+    center = -cam.R.T @ cam.t
+    off = center - c
+    back = c + np.array([-off[0], off[1], -off[2]])
+    return gen.look_at(back.astype(np.float64), c.astype(np.float64), cam.K, cam.width)
+
+
+# ---- one synthetic sample -----------------------------------------------------------------
+def score_sample(ctx: Context, seed: int, work: Path) -> dict:
+    from models.errors import PipelineError
+
+    gen = ctx.gen
+    s = gen.sample(seed)
+    row = {"seed": seed, "pose": s.meta["pose_kind"], "background": s.meta["background"]}
+    try:
+        d, timings = run_pipeline(s.image, work)
+    except PipelineError as exc:
+        row["error"] = exc.code
+        return row
+    fit = json.loads((d / "fit" / "fit.json").read_text())
+    cam = _camera(fit["cameras"][0])
+    verts, joints, vs = ctx.fitted_body(fit)
+    # fit
+    rast = gen.render(vs, cam, np.zeros((4, 4, 3), np.uint8), antialias=False)[1]
+    row["fit_iou"] = iou(rast, s.mask)
+    kp = ctx.landmarks_2d(verts, joints, cam)
+    vis = s.keypoints_mp33[:, 2] > 0
+    err = np.linalg.norm(kp[vis] - s.keypoints_mp33[vis, :2], axis=1)
+    row["kp_err_pct"] = float(100 * err.mean() / max(s.person_height_px, 1.0))
+    det = np.asarray(fit["keypoints"][0], np.float32)
+    ok = vis & (det[:, 2] > 0.5)
+    row["detector_kp_err_pct"] = float(100 * np.linalg.norm(det[ok, :2] - s.keypoints_mp33[ok, :2], axis=1).mean()
+                                       / max(s.person_height_px, 1.0)) if ok.any() else float("nan")
+    row["shape_err"] = float(np.abs(np.asarray(fit["shape"]) - s.shape).mean())
+    row["timings"] = timings
+    # textures
+    texs, seen = ctx.fills(d, np.asarray(fit["shape"], np.float32))
+    unseen = ctx.tm.covered & ~seen
+    back = s.views["back"]
+    gt_vs = gen.posed_split_vertices(s.shape, s.pose)
+    row["methods"] = {}
+    images = {}
+    for name, (tex, sec) in texs.items():
+        front, _ = gen.render(vs, cam, tex)
+        bimg, _ = gen.render(gt_vs, back.camera, tex, antialias=False)
+        m = {
+            "same_view_psnr": masked_psnr(front, s.image, s.mask),
+            "same_view_ssim": masked_ssim(front, s.image, s.mask),
+            "back_view_psnr": masked_psnr(bimg, back.image, back.mask),
+            "back_view_ssim": masked_ssim(bimg, back.image, back.mask),
+            "unseen_texel_psnr": texel_psnr(tex, s.texture, unseen),
+            "inpaint_seconds": timings["inpaint"] if name == "pipeline" else sec,
+        }
+        row["methods"][name] = m
+        images[name] = (front, bimg)
+    row["_sheet"] = [s.image, _overlay(s.image, rast), images["pipeline"][0], images["pipeline"][1], back.image]
+    shutil.rmtree(d, ignore_errors=True)
+    return row
+
+
+def _overlay(img: np.ndarray, sil: np.ndarray) -> np.ndarray:
+    """The fitted silhouette tinted over the photo, with its outline."""
+    import cv2
+
+    out = img.astype(np.float32)
+    tint = np.array([40, 220, 255], np.float32)
+    out[sil] = 0.55 * out[sil] + 0.45 * tint
+    edge = cv2.morphologyEx(sil.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    out[edge] = (255, 40, 40)
+    return out.astype(np.uint8)
+
+
+# ---- real photos -----------------------------------------------------------------------------
+def score_photo(ctx: Context, path: Path, work: Path) -> dict:
+    from models.errors import PipelineError
+    from models.ioutil import load_photo
+
+    row: dict = {}
+    try:
+        d, timings = run_pipeline(path, work)
+    except PipelineError as exc:
+        return {"error": exc.code}
+    fit = json.loads((d / "fit" / "fit.json").read_text())
+    img = load_photo(d / "originals" / f"photo_0{path.suffix.lower()}")
+    H, W = img.shape[:2]
+    cam = _camera(fit["cameras"][0])
+    _, _, vs = ctx.fitted_body(fit)
+    tex = _load_rgb(d / "texture" / "inpainted.png")
+    front, sil = ctx.gen.render(vs, cam, tex)
+    det_mask = _load_gray(d / "fit" / "mask_0.png") > 127
+    mask_path = path.with_name(f"{path.stem}_mask.png")
+    if mask_path.exists():
+        from PIL import Image
+
+        with Image.open(mask_path) as im:
+            gt = np.asarray(im.convert("L").resize((W, H), Image.NEAREST)) > 127
+        row["fit_iou"] = iou(sil, gt)
+        mask = gt
+    else:
+        row["fit_iou"] = None
+        mask = det_mask
+    row["fit_iou_detector"] = iou(sil, det_mask)
+    row["kp_err_pct_detector"] = float(fit["keypoint_error_pct"][0])
+    row["same_view_psnr"] = masked_psnr(front, img, mask)
+    row["same_view_ssim"] = masked_ssim(front, img, mask)
+    row.update({f"{k}_seconds": float(v) for k, v in timings.items()})
+    back_cam = _turned_camera(cam, vs, ctx.gen)
+    bimg, _ = ctx.gen.render(vs, back_cam, tex)
+    row["_sheet"] = [img, _overlay(img, sil), front, bimg, None]
+    row["warnings"] = fit.get("warnings", [])
+    shutil.rmtree(d, ignore_errors=True)
+    return row
+
+
+def list_photos(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.suffix.lower() in PHOTO_SUFFIXES and not p.stem.endswith("_mask"))
+
+
+# ---- summary --------------------------------------------------------------------------------
+def _median(xs) -> float | None:
+    xs = [x for x in xs if x is not None and np.isfinite(x)]
+    return float(statistics.median(xs)) if xs else None
+
+
+def _mean(xs) -> float | None:
+    xs = [x for x in xs if x is not None and np.isfinite(x)]
+    return float(np.mean(xs)) if xs else None
+
+
+def summarize(rows: list[dict]) -> dict:
+    ok = [r for r in rows if "error" not in r]
+    shared = {
+        "fit_iou_median": _median(r["fit_iou"] for r in ok),
+        "kp_err_pct_median": _median(r["kp_err_pct"] for r in ok),
+        "detector_kp_err_pct_median": _median(r["detector_kp_err_pct"] for r in ok),
+        "shape_err_median": _median(r["shape_err"] for r in ok),
+        "detect_seconds_median": _median(r["timings"]["detect"] for r in ok),
+        "fit_seconds_median": _median(r["timings"]["fit"] for r in ok),
+        "texture_seconds_median": _median(r["timings"]["texture"] for r in ok),
+        "bake_seconds_median": _median(r["timings"]["bake"] for r in ok),
+        "failures": len(rows) - len(ok),
+    }
+    methods = {}
+    for name in METHODS:
+        m = [r["methods"][name] for r in ok]
+        methods[name] = {
+            **shared,
+            "same_view_psnr": _mean(x["same_view_psnr"] for x in m),
+            "same_view_ssim": _mean(x["same_view_ssim"] for x in m),
+            "back_view_psnr": _mean(x["back_view_psnr"] for x in m),
+            "back_view_ssim": _mean(x["back_view_ssim"] for x in m),
+            "unseen_texel_psnr": _mean(x["unseen_texel_psnr"] for x in m),
+            "inpaint_seconds_median": _median(x["inpaint_seconds"] for x in m),
+        }
+    return methods
+
+
+def contact_sheet(rows: list[dict], path: Path, cell: int = 192, max_rows: int = 12) -> None:
+    import cv2
+    from PIL import Image
+
+    lines = []
+    labels = ["input", "fit", "front", "back", "gt back"]
+    for r in [r for r in rows if "_sheet" in r][:max_rows]:
+        cells = []
+        for im in r["_sheet"]:
+            c = np.full((cell, cell, 3), 40, np.uint8)
+            if im is not None:
+                h, w = im.shape[:2]
+                k = cell / max(h, w)
+                small = cv2.resize(im, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+                y, x = (cell - small.shape[0]) // 2, (cell - small.shape[1]) // 2
+                c[y:y + small.shape[0], x:x + small.shape[1]] = small
+            cells.append(c)
+        lines.append(np.concatenate(cells, 1))
+    if not lines:
+        return
+    head = np.full((22, cell * len(labels), 3), 255, np.uint8)
+    for i, t in enumerate(labels):
+        cv2.putText(head, t, (i * cell + 6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    sheet = np.concatenate([head] + lines, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sheet).save(path, optimize=True)
+
+
+def _clean(x):
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items() if not k.startswith("_")}
+    if isinstance(x, list):
+        return [_clean(v) for v in x]
+    if isinstance(x, float):
+        return round(x, 5) if np.isfinite(x) else None
+    return x
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--synthetic", type=int, default=0, help="number of synthetic people")
+    ap.add_argument("--photos", type=Path, help="folder of real photos (NAME_mask.png beside NAME.png)")
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--sheet", type=Path, help="write a contact sheet PNG here")
+    ap.add_argument("--size", type=int, default=512, help="synthetic photo size (default 512)")
+    ap.add_argument("--seed-offset", type=int, default=SEED_OFFSET)
+    args = ap.parse_args(argv)
+    if args.synthetic <= 0 and not args.photos:
+        ap.error("nothing to do: give --synthetic N and/or --photos DIR")
+
+    t0 = time.perf_counter()
+    ctx = Context(args.size)
+    rows, photos = [], {}
+    with tempfile.TemporaryDirectory(prefix="quality_") as tmp:
+        work = Path(tmp)
+        for i in range(args.synthetic):
+            seed = args.seed_offset + i
+            r = score_sample(ctx, seed, work)
+            rows.append(r)
+            if "error" in r:
+                print(f"sample {i} seed {seed}: {r['error']}", flush=True)
+            else:
+                p = r["methods"]["pipeline"]
+                print(f"sample {i} seed {seed}: iou {r['fit_iou']:.3f} kp {r['kp_err_pct']:.2f}% "
+                      f"front {p['same_view_psnr']:.2f} dB back {p['back_view_psnr']:.2f} dB "
+                      f"(mean {r['methods']['baseline_mean']['back_view_psnr']:.2f}, "
+                      f"mirror {r['methods']['baseline_mirror']['back_view_psnr']:.2f})", flush=True)
+        photo_rows = []
+        if args.photos:
+            for path in list_photos(args.photos):
+                r = score_photo(ctx, path, work)
+                photos[path.name] = r
+                photo_rows.append(r)
+                print(f"photo {path.name}: {json.dumps(_clean(r))}", flush=True)
+
+    result = {
+        "methods": summarize(rows) if rows else {},
+        "samples": len(rows),
+        "photos": _clean(photos),
+        "seed_offset": args.seed_offset,
+        "size": args.size,
+        "per_sample": _clean(rows),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    result = _clean(result)
+    print(json.dumps({"methods": result["methods"], "samples": result["samples"]}, indent=1))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+    if args.sheet:
+        contact_sheet(rows + photo_rows, args.sheet)
+    return result
+
+
+if __name__ == "__main__":
+    main()
