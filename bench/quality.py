@@ -64,8 +64,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-os.environ["AVATARS_BODY_MODEL"] = "anny"  # ground truth lives in Anny's UV layout and phenotypes
-
 SEED_OFFSET = 1_000_000
 METHODS = ("pipeline", "baseline_mean", "baseline_mirror")
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -439,6 +437,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.synthetic <= 0 and not args.photos:
         ap.error("nothing to do: give --synthetic N and/or --photos DIR")
+    os.environ["AVATARS_BODY_MODEL"] = "anny"  # the ground truth is in Anny's UV layout and phenotypes
 
     t0 = time.perf_counter()
     ctx = Context(args.size)

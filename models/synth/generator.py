@@ -18,6 +18,14 @@ in world-aligned rest axes, as ``models.fit.fit_body.posed_vertices``), the came
 so they compare texel to texel) and renders of the same body from the back and the sides,
 in the same pose and in A-pose (Anny's zero pose), with their cameras.
 
+Keypoints: MediaPipe-33 landmarks sit where ``AnnyBody.topology.landmarks`` puts them
+(joint heads or surface vertices), plus eye corners and mouth corners picked on the face
+here; COCO-17 is the subset of the same names. Visibility: a surface landmark (face, ears,
+heels, toes) is visible when nothing is more than 3 cm in front of it in the depth
+buffer; a joint (inside the body) is visible when the surface seen at its pixel belongs
+to the limb around it (a wrist in front of the torso shows the forearm or hand, behind it
+the torso).
+
 Conventions: glTF world axes (y up, the person faces +z, metres). A camera's *azimuth*
 is where it stands around the person: 0 in front, +90 on the person's left (it sees the
 left side), -90 on the right, 180 behind. ``views["left"]`` is seen from azimuth
