@@ -19,6 +19,7 @@ from service.api.errors import install_error_handlers
 from service.api.routes import live
 from service.api.routes import avatars, health, jobs, motions, render
 from service.state import Services
+from service.web.router import router as web_router
 from workers.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -61,4 +62,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(motions.router)
     app.include_router(render.router)
+    app.include_router(web_router)  # the web page at / and its assets at /static/
     return app

@@ -276,6 +276,21 @@ async def download_glb(avatar: ExistingAvatar, storage: StorageDep, jobs: JobSto
     return FileResponse(glb, media_type="model/gltf-binary", filename=f"{avatar.id}.glb")
 
 
+@router.get(
+    "/{avatar_id}/texture.png",
+    response_class=FileResponse,
+    responses={200: {"content": {PNG_MEDIA_TYPE: {}}}, **_ERRORS},
+)
+async def download_texture(avatar: ExistingAvatar, storage: StorageDep, jobs: JobStoreDep):
+    """The avatar's RGB texture (UV atlas of the body, unseen parts filled in) as PNG
+    (409 until the build succeeded)."""
+    glb = await _ready_glb(avatar, storage, jobs)
+    texture = glb.parent / "texture" / "inpainted.png"
+    if not await run_in_threadpool(texture.is_file):
+        raise ApiError(404, "texture_not_found", "This avatar has no texture file.")
+    return FileResponse(texture, media_type=PNG_MEDIA_TYPE, filename=f"{avatar.id}-texture.png")
+
+
 def _motion_names() -> set[str]:
     from models.animation.motions import MOTION_NAMES
 
