@@ -296,7 +296,7 @@ function renderJob(job) {
   if (job.state === "queued") setProgressText(`${percent} %: waiting for a free worker…`);
   else if (job.state === "running") {
     const stage = STAGES[currentIndex];
-    setProgressText(`${percent} %: ${stage ? stage.label.toLowerCase() : "working"}…`);
+    setProgressText(`${percent} %: ${stage ? stage.label : "Working"}…`);
   } else if (job.state === "succeeded") setProgressText("100 %: your avatar is ready.");
   else if (job.state === "failed") setProgressText("The avatar could not be built.");
   else if (job.state === "cancelled") setProgressText("Cancelled.");
@@ -371,7 +371,7 @@ async function watchWithEvents(jobId, onJob, signal) {
 }
 
 async function watchByPolling(jobId, onJob, signal) {
-  $("progress-source").textContent = "Checking for updates every second.";
+  $("progress-source").textContent = "Checking for updates regularly.";
   let failures = 0;
   for (;;) {
     if (signal.aborted) throw new DOMException("aborted", "AbortError");
