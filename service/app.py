@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from service.api.errors import install_error_handlers
+from service.observability import RequestContextMiddleware
 from service.api.routes import live
 from service.api.routes import avatars, health, jobs, motions, render
 from service.state import Services
@@ -30,6 +31,11 @@ stream it posed and moving. Upload with `POST /v1/avatars`, poll `GET /v1/jobs/{
 then download `avatar.glb` or stream MJPEG frames.
 
 Every error is `{"error": {"code", "message", "details"}}` with a stable `code`.
+
+Authenticate with an API key (`avatars keys create --tenant NAME`) in
+`Authorization: Bearer <key>` or `X-API-Key: <key>`. Each key belongs to a tenant and
+sees only that tenant's avatars and jobs. Requests are rate-limited per key (429 with
+`Retry-After`); `POST /v1/avatars` honours `Idempotency-Key`.
 """
 
 
@@ -43,9 +49,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         removed = await run_in_threadpool(services.storage.sweep_incomplete)
         if removed:
             log.info("removed %d incomplete upload(s) left by a crash", removed)
+        if settings.anonymous_allowed:
+            log.warning(
+                "anonymous access is ON (%s): requests without an API key act as tenant "
+                "'anonymous'; set AVATARS_ALLOW_ANONYMOUS=false to require keys",
+                "AVATARS_ALLOW_ANONYMOUS=true" if settings.allow_anonymous
+                else f"embedded mode on loopback address {settings.host}",
+            )
         try:
             yield
         finally:
+            await services.aclose()
             services.close()
 
     app = FastAPI(
@@ -55,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.services = services
+    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(avatars.router)

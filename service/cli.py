@@ -1,4 +1,4 @@
-"""The ``avatars`` command line: serve, worker, create, render, models prepare.
+"""The ``avatars`` command line: serve, worker, keys, create, render, models prepare.
 
 Errors the user can act on (bad photo, missing file, unknown motion, pipeline
 errors) print one clear line and exit non-zero; tracebacks are shown only with
@@ -60,11 +60,6 @@ def main(debug: bool) -> None:
 @friendly_errors
 def serve(host: str | None, port: int | None) -> None:
     """Run the HTTP gateway (and, without Redis, an embedded worker process)."""
-    import uvicorn
-
-    from service.app import create_app
-    from service.embedded import EmbeddedWorker
-
     base = get_settings()
     settings = base.model_copy(
         update={
@@ -73,7 +68,27 @@ def serve(host: str | None, port: int | None) -> None:
             "port": base.port if port is None else port,
         }
     )
+    if settings.embedded and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # gateway and worker child share their metrics through files (before any import
+        # of prometheus_client)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_fresh_metrics_dir(settings.data_dir))
+    _configure_logging(settings.log_format)
+
+    import uvicorn
+
+    from service.app import create_app
+    from service.embedded import EmbeddedWorker
+
     click.echo(f"data dir: {settings.data_dir}")
+    if settings.anonymous_allowed:
+        why = (
+            "AVATARS_ALLOW_ANONYMOUS=true" if settings.allow_anonymous
+            else f"embedded mode on the loopback address {settings.host}"
+        )
+        click.echo(f"auth: anonymous access ON ({why}); requests without a key are tenant "
+                   "'anonymous'. Set AVATARS_ALLOW_ANONYMOUS=false to require API keys.")
+    else:
+        click.echo("auth: API keys required (create one with `avatars keys create --tenant NAME`)")
     worker = None
     if settings.embedded:
         click.echo("mode: embedded (filesystem queue, SQLite jobs); starting a worker process")
@@ -88,7 +103,13 @@ def serve(host: str | None, port: int | None) -> None:
     # `finally` below and orphan the worker. Exiting via SystemExit keeps it.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            access_log=False,  # the gateway writes its own, with request ids
+            log_config=None,  # keep our handlers
+        )
     except KeyboardInterrupt:
         pass
     finally:
@@ -99,6 +120,21 @@ def serve(host: str | None, port: int | None) -> None:
 
 def _exit_on_signal(signum: int, _frame: Any) -> None:
     raise SystemExit(0)
+
+
+def _configure_logging(fmt: str) -> None:
+    from workers.observability import configure_logging
+
+    configure_logging(fmt, logging.getLogger().getEffectiveLevel())
+
+
+def _fresh_metrics_dir(data_dir: Path) -> Path:
+    """``data_dir/metrics``, emptied: values of earlier runs must not be added to ours."""
+    folder = data_dir / "metrics"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.db"):
+        old.unlink(missing_ok=True)
+    return folder
 
 
 def _parse_queues(_: click.Context, __: click.Parameter, value: str) -> str:
@@ -126,13 +162,36 @@ def _parse_queues(_: click.Context, __: click.Parameter, value: str) -> str:
     show_default=True,
 )
 @click.option("--loglevel", default="INFO", show_default=True)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve this worker's Prometheus metrics (job seconds by stage, failures) on this port.",
+)
 @click.option("--exit-with-parent", is_flag=True, hidden=True)
 @friendly_errors
-def worker(queues: str, concurrency: int, pool: str, loglevel: str, exit_with_parent: bool) -> None:
+def worker(
+    queues: str,
+    concurrency: int,
+    pool: str,
+    loglevel: str,
+    metrics_port: int | None,
+    exit_with_parent: bool,
+) -> None:
     """Run a Celery worker for the avatar pipeline."""
+    settings = get_settings()
+    if metrics_port is not None and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        import tempfile
+
+        # the pool processes record into files the main process serves
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="avatars-metrics-")
+    _configure_logging(settings.log_format)
     from workers.celery_app import app
 
-    settings = get_settings()
+    if metrics_port is not None:
+        from workers.observability import serve_metrics
+
+        serve_metrics(metrics_port)
     argv = [
         "worker",
         "--queues",
@@ -158,6 +217,75 @@ def worker(queues: str, concurrency: int, pool: str, loglevel: str, exit_with_pa
         f"mode={'embedded' if settings.embedded else 'redis'} data dir={settings.data_dir}"
     )
     app.worker_main(argv)
+
+
+@main.group()
+def keys() -> None:
+    """API keys: create, list, revoke (stored where the jobs are: Redis or jobs.sqlite)."""
+
+
+def _key_store():
+    from service.auth import make_key_store
+
+    return make_key_store(get_settings())
+
+
+@keys.command(name="create")
+@click.option("--tenant", required=True, help="Tenant the key acts for (a-z 0-9 . _ -).")
+@click.option("--name", default="", help="A note to recognise the key by (who uses it).")
+@friendly_errors
+def keys_create(tenant: str, name: str) -> None:
+    """Create a key; prints it once on stdout (only its SHA-256 is stored)."""
+    from service.auth import InvalidTenantError
+
+    store = _key_store()
+    try:
+        record, key = store.create(tenant, name)
+    except InvalidTenantError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tenant") from None
+    finally:
+        store.close()
+    click.echo(f"created key {record.id} for tenant {record.tenant} (shown once; store it now)",
+               err=True)
+    click.echo(key)
+
+
+@keys.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
+@friendly_errors
+def keys_list(as_json: bool) -> None:
+    """List keys (id, tenant, name, created, revoked); never the keys themselves."""
+    import dataclasses
+    import json
+
+    store = _key_store()
+    try:
+        records = store.list()
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in records], indent=2))
+        return
+    click.echo(f"{'id':<16}  {'tenant':<20}  {'created':<24}  {'revoked':<24}  name")
+    for r in records:
+        click.echo(
+            f"{r.id:<16}  {r.tenant:<20}  {r.created_at:<24}  {r.revoked_at or '-':<24}  {r.name}"
+        )
+
+
+@keys.command(name="revoke")
+@click.argument("key_id")
+@friendly_errors
+def keys_revoke(key_id: str) -> None:
+    """Revoke the key KEY_ID (gateways stop accepting it within AVATARS_AUTH_CACHE_S)."""
+    store = _key_store()
+    try:
+        found = store.revoke(key_id.strip())
+    finally:
+        store.close()
+    if not found:
+        raise click.ClickException(f"no key with id {key_id}")
+    click.echo(f"revoked key {key_id}")
 
 
 class _ProgressPrinter:
@@ -254,6 +382,84 @@ def synth(n: int, seed: int, size: int, workers: int, sheet: Path | None, out_di
     if sheet is not None:
         gen = get_generator(size)
         click.echo(str(contact_sheet([gen.sample(seed + i) for i in range(min(n, 8))], sheet)))
+
+
+@main.group(name="train")
+def train_group() -> None:
+    """Train the project's own models on its synthetic people."""
+
+
+@train_group.command(name="data")
+@click.option("--n", "n", type=click.IntRange(min=1), default=6000, show_default=True,
+              help="Number of pairs (one synthetic person each).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Pair i uses the synthetic person SEED + i (must stay below 1,000,000).")
+@click.option("--size", type=click.IntRange(16, 512), default=64, show_default=True,
+              help="Atlas size of the model.")
+@click.option("-o", "--out", "out_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@friendly_errors
+def train_data(n: int, seed: int, size: int, out_dir: Path) -> None:
+    """Write inpainting training pairs (partial -> full texture) to DIR; resumable."""
+    from tqdm import tqdm
+
+    from models.inpaint.data import PairSettings, write_pairs
+
+    with tqdm(total=n, unit="pair", desc="pairs") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        stats = write_pairs(out_dir, n, seed=seed, settings=PairSettings(size=size), progress=progress)
+    click.echo(f"{n} pairs in {out_dir} ({stats['made']} made in {stats['seconds']} s)")
+
+
+@train_group.command(name="inpaint")
+@click.option("--data", "data_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Pairs written by `avatars train data`.")
+@click.option("-o", "--out", "out_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory (checkpoint/, model/, loss_log.csv); re-run to resume.")
+@click.option("--steps", type=click.IntRange(min=1), default=3000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lr", type=float, default=4e-4, show_default=True)
+@click.option("--channels", default="32,64,96,128", show_default=True,
+              help="UNet block_out_channels (a new run only).")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--val-every", type=click.IntRange(min=0), default=300, show_default=True,
+              help="Steps between held-out evaluations (0 = never).")
+@click.option("--max-minutes", type=float, default=0.0, show_default=True,
+              help="Stop (and save) after this long; 0 = no limit.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="torch threads (0 = default).")
+@friendly_errors
+def train_inpaint(data_dir: Path, out_dir: Path, steps: int, batch_size: int, lr: float, channels: str,
+                  checkpoint_every: int, val_every: int, max_minutes: float, threads: int) -> None:
+    """Train the texture inpainting diffusion model on pairs in DATA; the model lands in OUT/model."""
+    from tqdm import tqdm
+
+    from models.inpaint.data import data_settings
+    from models.inpaint.model import InpaintConfig
+    from models.inpaint.train import TrainSettings, train
+
+    try:
+        blocks = tuple(int(c) for c in channels.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {channels!r}",
+                                 param_hint="--channels") from None
+    cfg = InpaintConfig(atlas_size=data_settings(data_dir).size, block_out_channels=blocks,
+                        attention_levels=(len(blocks) - 1,))
+    settings = TrainSettings(steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
+                             val_every=val_every, max_minutes=max_minutes, threads=threads)
+    command = " ".join(["avatars", *sys.argv[1:]])
+    with tqdm(total=steps, unit="step", desc="train") as bar:
+        def progress(step: int, total: int, loss: float) -> None:
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+        summary = train(data_dir, out_dir, cfg, settings, progress=progress, command=command)
+    click.echo(f"{summary['steps']} steps in {summary['seconds']:.0f} s, loss {summary['loss']}; "
+               f"model: {summary['model']}")
 
 
 @main.group(name="models")

@@ -22,6 +22,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from workers.observability import STREAM_FRAMES, STREAMS_ACTIVE
+
 log = logging.getLogger(__name__)
 
 BOUNDARY = "frame"
@@ -119,7 +121,7 @@ def _next_or_end(frames: Iterator[bytes]) -> Any:
 
 
 async def mjpeg_stream(
-    frames: Iterator[bytes], fps: int, pace: bool, label: str = "stream"
+    frames: Iterator[bytes], fps: int, pace: bool, label: str = "stream", kind: str = "mjpeg"
 ) -> AsyncIterator[bytes]:
     """Yield MJPEG parts from a blocking frame iterator, each frame made in a thread.
 
@@ -130,6 +132,9 @@ async def mjpeg_stream(
     next_due = time.monotonic()
     sent = 0
     completed = False
+    counter = STREAM_FRAMES.labels(kind)
+    active = STREAMS_ACTIVE.labels(kind)
+    active.inc()
     try:
         while True:
             frame = await anyio.to_thread.run_sync(_next_or_end, frames)
@@ -142,11 +147,13 @@ async def mjpeg_stream(
                 next_due = max(next_due, time.monotonic() - interval) + interval
             yield mjpeg_part(frame)
             sent += 1
+            counter.inc()
         yield f"--{BOUNDARY}--\r\n".encode("ascii")
         completed = True
     finally:
         # Runs on normal end and on cancellation (client gone): no thread is inside
         # the generator now, so closing it here stops rendering for good.
+        active.dec()
         close = getattr(frames, "close", None)
         if close is not None:
             close()

@@ -83,8 +83,11 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(data_dir: Path) -> Settings:
-    """Embedded-mode settings on a temporary data dir (small upload limit for tests)."""
-    return Settings(data_dir=data_dir, redis_url=None, max_upload_mb=2, max_photos=3)
+    """Embedded-mode settings on a temporary data dir (small upload limit for tests);
+    anonymous access on explicitly (tests/test_auth.py covers keys)."""
+    return Settings(
+        data_dir=data_dir, redis_url=None, max_upload_mb=2, max_photos=3, allow_anonymous=True
+    )
 
 
 @pytest.fixture

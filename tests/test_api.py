@@ -338,7 +338,9 @@ def test_chunked_upload_over_limit_is_cut_off_while_streaming(
 def test_job_store_down_gives_503_and_stores_nothing(data_dir: Path) -> None:
     from conftest import free_port
 
-    settings = Settings(data_dir=data_dir, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    settings = Settings(
+        data_dir=data_dir, redis_url=f"redis://127.0.0.1:{free_port()}/0", allow_anonymous=True
+    )
     with TestClient(create_app(settings)) as client:
         response = client.post("/v1/avatars", files=files(image_bytes()))
         assert_error(response, 503, "job_store_unavailable")

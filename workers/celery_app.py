@@ -12,6 +12,13 @@ dies (``task_reject_on_worker_lost``); every stage writes atomically, so running
 stage twice is safe. ``worker_prefetch_multiplier=1`` keeps one heavy task per
 process instead of hoarding messages that another worker could run.
 
+Time: with Redis a message that is not acked within the visibility timeout is given
+to another worker (that is how a job survives a worker killed outright), so every
+stage has a hard time limit below it (``Settings.time_limit_s``, default 90 % of it)
+and a soft limit a little earlier (the job then fails with ``timeout``). Unacked
+messages of vanished workers are looked for every ``visibility/10`` seconds (at most
+10 s). ``workers.tasks`` caps how often one job's stage may be redelivered.
+
 ``celery -A workers.celery_app worker`` finds the module-level ``app``; the gateway
 builds its own app with ``create_celery_app(settings)`` so that tests can point it at
 a temporary data dir.
@@ -65,6 +72,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        "task_time_limit": settings.time_limit_s,
+        "task_soft_time_limit": settings.soft_time_limit_s,
         "task_ignore_result": True,
         "result_backend": None,
         "task_serializer": "json",
@@ -92,9 +101,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     if settings.redis_url:
         conf["broker_url"] = settings.redis_url
         conf["broker_connection_timeout"] = 5
+        visibility = settings.redis_visibility_timeout_s
         conf["broker_transport_options"] = {
-            "visibility_timeout": settings.redis_visibility_timeout_s,
+            "visibility_timeout": visibility,
             "socket_connect_timeout": 5,
+            # sweep for messages of vanished workers every visibility/10 s (1..10 s)
+            "unacked_restore_interval": max(1, min(10, visibility // 10)),
+            "unacked_restore_throttle": 1,
         }
     else:
         # The scheme names the transport for people reading logs; the class actually

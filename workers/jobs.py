@@ -9,6 +9,12 @@ readable from the gateway while a task is running and must survive worker restar
 - ``SQLiteJobStore``: ``data_dir/jobs.sqlite`` in WAL mode, for the embedded mode;
   a connection per operation and ``BEGIN IMMEDIATE`` for read-modify-write make it
   safe across threads and processes (gateway + worker child).
+
+Every job belongs to a tenant (the API key's, or ``anonymous``). A cancelled job is
+final: ``update`` refuses to touch it (``JobCancelledError``), which is how a worker
+learns at its next progress write that it should stop. ``count_delivery`` counts how
+often a stage of a job was handed to a worker, so that a photo that kills workers is
+given up after a few deliveries instead of looping forever.
 """
 
 from __future__ import annotations
@@ -34,6 +40,14 @@ class JobState(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+#: States a job never leaves.
+FINAL_STATES: Final = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+#: Tenant of avatars and jobs created without an API key (when anonymous access is on).
+ANONYMOUS_TENANT: Final = "anonymous"
 
 
 #: Pipeline stages in order; the fit task runs the first two, inpaint the rest.
@@ -73,6 +87,7 @@ class Job:
     error: JobError | None = None
     created_at: str = ""
     updated_at: str = ""
+    tenant: str = ANONYMOUS_TENANT
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -81,7 +96,7 @@ class Job:
 
     @property
     def finished(self) -> bool:
-        return self.state in (JobState.SUCCEEDED, JobState.FAILED)
+        return self.state in FINAL_STATES
 
 
 class _Unset:
@@ -98,11 +113,15 @@ class JobNotFoundError(KeyError):
     """Raised by ``JobStore.update`` when the job does not exist."""
 
 
+class JobCancelledError(Exception):
+    """Raised by ``JobStore.update`` when the job was cancelled: the worker should stop."""
+
+
 class JobStore(ABC):
     """Where job state lives. All methods are safe to call from any thread or process."""
 
     @abstractmethod
-    def create(self, job_id: str, avatar_id: str) -> Job:
+    def create(self, job_id: str, avatar_id: str, tenant: str = ANONYMOUS_TENANT) -> Job:
         """Create a queued job (error if the id exists)."""
 
     @abstractmethod
@@ -123,7 +142,20 @@ class JobStore(ABC):
         """Change the given fields; ``stage_seconds`` is merged into the stored one.
 
         Raises ``JobNotFoundError`` if the job does not exist: an update never
-        creates a job.
+        creates a job. Raises ``JobCancelledError`` if the job was cancelled: a
+        cancelled job never changes again.
+        """
+
+    @abstractmethod
+    def cancel(self, job_id: str) -> Job:
+        """Mark a queued or running job ``cancelled`` (atomically); a finished job is
+        returned unchanged. Raises ``JobNotFoundError`` if there is no such job."""
+
+    @abstractmethod
+    def count_delivery(self, job_id: str, task: str) -> int:
+        """Count one more delivery of ``task`` for the job; returns the new count.
+
+        Raises ``JobNotFoundError`` if there is no such job.
         """
 
     @abstractmethod
@@ -158,9 +190,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     stage_seconds TEXT NOT NULL DEFAULT '{}',
     error TEXT,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    tenant TEXT NOT NULL DEFAULT 'anonymous',
+    deliveries TEXT NOT NULL DEFAULT '{}'
 )
 """
+
+#: Columns added after the first release: added to an older database on open.
+_ADDED_COLUMNS = {
+    "tenant": "TEXT NOT NULL DEFAULT 'anonymous'",
+    "deliveries": "TEXT NOT NULL DEFAULT '{}'",
+}
 
 
 class SQLiteJobStore(JobStore):
@@ -173,6 +213,13 @@ class SQLiteJobStore(JobStore):
         with closing(self._connect()) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(_SCHEMA)
+            present = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+            for name, decl in _ADDED_COLUMNS.items():
+                if name not in present:
+                    try:
+                        conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+                    except sqlite3.OperationalError:  # another process added it first
+                        pass
 
     def _connect(self) -> sqlite3.Connection:
         # A fresh connection per operation: no connection is ever shared between
@@ -207,18 +254,20 @@ class SQLiteJobStore(JobStore):
             error=JobError(**error) if error else None,
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            tenant=row["tenant"],
         )
 
-    def create(self, job_id: str, avatar_id: str) -> Job:
+    def create(self, job_id: str, avatar_id: str, tenant: str = ANONYMOUS_TENANT) -> Job:
         _check_id(job_id)
         now = utc_now()
         with self._transaction() as conn:
             conn.execute(
                 "INSERT INTO jobs (id, avatar_id, state, stage, progress, stage_seconds,"
-                " error, created_at, updated_at) VALUES (?, ?, ?, NULL, 0, '{}', NULL, ?, ?)",
-                (job_id, avatar_id, JobState.QUEUED.value, now, now),
+                " error, created_at, updated_at, tenant)"
+                " VALUES (?, ?, ?, NULL, 0, '{}', NULL, ?, ?, ?)",
+                (job_id, avatar_id, JobState.QUEUED.value, now, now, tenant),
             )
-        return Job(job_id, avatar_id, JobState.QUEUED, None, 0.0, {}, None, now, now)
+        return Job(job_id, avatar_id, JobState.QUEUED, None, 0.0, {}, None, now, now, tenant)
 
     def get(self, job_id: str) -> Job | None:
         if not is_valid_id(job_id):
@@ -243,6 +292,8 @@ class SQLiteJobStore(JobStore):
             if row is None:
                 raise JobNotFoundError(job_id)
             job = self._row_to_job(row)
+            if job.state is JobState.CANCELLED:
+                raise JobCancelledError(job_id)
             seconds = dict(job.stage_seconds)
             if stage_seconds:
                 seconds.update({k: float(v) for k, v in stage_seconds.items()})
@@ -256,6 +307,7 @@ class SQLiteJobStore(JobStore):
                 error=job.error if isinstance(error, _Unset) else error,
                 created_at=job.created_at,
                 updated_at=utc_now(),
+                tenant=job.tenant,
             )
             conn.execute(
                 "UPDATE jobs SET state = ?, stage = ?, progress = ?, stage_seconds = ?,"
@@ -271,6 +323,33 @@ class SQLiteJobStore(JobStore):
                 ),
             )
         return new
+
+    def cancel(self, job_id: str) -> Job:
+        _check_id(job_id)
+        now = utc_now()
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET state = ?, updated_at = ? WHERE id = ? AND state IN (?, ?)",
+                (JobState.CANCELLED.value, now, job_id, JobState.QUEUED.value,
+                 JobState.RUNNING.value),
+            )
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(job_id)
+        return self._row_to_job(row)
+
+    def count_delivery(self, job_id: str, task: str) -> int:
+        _check_id(job_id)
+        with self._transaction() as conn:
+            row = conn.execute("SELECT deliveries FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFoundError(job_id)
+            counts = json.loads(row["deliveries"] or "{}")
+            counts[task] = int(counts.get(task, 0)) + 1
+            conn.execute(
+                "UPDATE jobs SET deliveries = ? WHERE id = ?", (json.dumps(counts), job_id)
+            )
+        return counts[task]
 
     def delete(self, job_id: str) -> None:
         if not is_valid_id(job_id):
@@ -294,10 +373,27 @@ class SQLiteJobStore(JobStore):
 # ---------------------------------------------------------------------------- Redis
 # Sets fields only if the job hash exists, in one atomic step: an update of a job
 # that was never created (or was deleted) must not resurrect a partial hash.
+# A cancelled job is final: the update is refused (-1) and the worker stops.
 _UPDATE_IF_EXISTS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 0 end
+if state == 'cancelled' then return -1 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
+"""
+
+_CANCEL = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 0 end
+if state == 'queued' or state == 'running' then
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'updated_at', ARGV[1])
+end
+return 1
+"""
+
+_COUNT_DELIVERY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 """
 
 _CREATE_IF_ABSENT = """
@@ -323,6 +419,8 @@ class RedisJobStore(JobStore):
         )
         self._update_script = self.client.register_script(_UPDATE_IF_EXISTS)
         self._create_script = self.client.register_script(_CREATE_IF_ABSENT)
+        self._cancel_script = self.client.register_script(_CANCEL)
+        self._count_script = self.client.register_script(_COUNT_DELIVERY)
 
     def _key(self, job_id: str) -> str:
         return f"{self.prefix}{job_id}"
@@ -345,9 +443,10 @@ class RedisJobStore(JobStore):
             error=JobError(**error) if error else None,
             created_at=data.get("created_at", ""),
             updated_at=data.get("updated_at", ""),
+            tenant=data.get("tenant") or ANONYMOUS_TENANT,
         )
 
-    def create(self, job_id: str, avatar_id: str) -> Job:
+    def create(self, job_id: str, avatar_id: str, tenant: str = ANONYMOUS_TENANT) -> Job:
         _check_id(job_id)
         now = utc_now()
         fields = {
@@ -359,11 +458,12 @@ class RedisJobStore(JobStore):
             "error": "",
             "created_at": now,
             "updated_at": now,
+            "tenant": tenant,
         }
         argv = [item for pair in fields.items() for item in pair]
         if not self._create_script(keys=[self._key(job_id)], args=argv):
             raise ValueError(f"job {job_id} exists")
-        return Job(job_id, avatar_id, JobState.QUEUED, None, 0.0, {}, None, now, now)
+        return Job(job_id, avatar_id, JobState.QUEUED, None, 0.0, {}, None, now, now, tenant)
 
     def get(self, job_id: str) -> Job | None:
         if not is_valid_id(job_id):
@@ -396,12 +496,31 @@ class RedisJobStore(JobStore):
         if not isinstance(error, _Unset):
             fields["error"] = json.dumps(asdict(error)) if error else ""
         argv = [item for pair in fields.items() for item in pair]
-        if not self._update_script(keys=[self._key(job_id)], args=argv):
+        result = self._update_script(keys=[self._key(job_id)], args=argv)
+        if result == -1:
+            raise JobCancelledError(job_id)
+        if not result:
             raise JobNotFoundError(job_id)
         job = self.get(job_id)
         if job is None:  # deleted between the two calls
             raise JobNotFoundError(job_id)
         return job
+
+    def cancel(self, job_id: str) -> Job:
+        _check_id(job_id)
+        if not self._cancel_script(keys=[self._key(job_id)], args=[utc_now()]):
+            raise JobNotFoundError(job_id)
+        job = self.get(job_id)
+        if job is None:
+            raise JobNotFoundError(job_id)
+        return job
+
+    def count_delivery(self, job_id: str, task: str) -> int:
+        _check_id(job_id)
+        count = int(self._count_script(keys=[self._key(job_id)], args=[f"n:{task}"]))
+        if count == 0:
+            raise JobNotFoundError(job_id)
+        return count
 
     def delete(self, job_id: str) -> None:
         if is_valid_id(job_id):

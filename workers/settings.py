@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,12 +60,63 @@ class Settings(BaseSettings):
         default=2, ge=0, description="Retries of a stage after a transient pipeline error."
     )
     task_retry_delay_s: float = Field(default=5.0, ge=0, description="Delay before a retry.")
+    task_retry_max_delay_s: float = Field(
+        default=300.0, ge=0, description="Longest delay between retries (exponential backoff)."
+    )
     redis_visibility_timeout_s: int = Field(
         default=3600,
-        ge=60,
+        ge=5,
         description="Redis: a task neither acked nor rejected within this time (its worker "
         "vanished) is handed to another worker. Must exceed the slowest stage.",
     )
+    task_time_limit_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Hard time limit of one stage (the pool process is killed). Default: "
+        "90 % of the visibility timeout; must stay below it.",
+    )
+    task_max_deliveries: int = Field(
+        default=3,
+        ge=1,
+        description="Deliveries of one stage of a job that did not end (its worker died) "
+        "before the job fails with worker_crashed: a photo that kills workers cannot loop.",
+    )
+
+    allow_anonymous: bool | None = Field(
+        default=None,
+        description="Serve requests without an API key (tenant 'anonymous'). Unset: only "
+        "in the embedded mode and only when the gateway binds a loopback address.",
+    )
+    auth_cache_s: float = Field(
+        default=5.0, ge=0, description="How long a gateway caches a looked-up API key "
+        "(a revoked key stops working within this time; 0: look up on every request).",
+    )
+    rate_limit_per_s: float = Field(
+        default=50.0, gt=0, description="Sustained requests per second per API key."
+    )
+    rate_limit_burst: int = Field(
+        default=100, ge=1, description="Requests per API key allowed at once above the rate."
+    )
+    max_streams_per_key: int = Field(
+        default=4, ge=1, description="Concurrent streams (MJPEG, MP4 renders, live sockets) per key."
+    )
+    idempotency_ttl_s: int = Field(
+        default=86400, ge=60, description="How long an Idempotency-Key is remembered."
+    )
+    events_max_s: float = Field(
+        default=600.0, gt=0, description="Longest life of one job event stream (SSE); "
+        "clients reconnect for more."
+    )
+    events_heartbeat_s: float = Field(
+        default=15.0, gt=0, description="Comment line sent on an idle event stream."
+    )
+    events_poll_s: float = Field(
+        default=0.5, gt=0, description="How often an event stream looks at its job."
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Log lines of `avatars serve` and `avatars worker`."
+    )
+    access_log: bool = Field(default=True, description="One log line per HTTP request.")
     worker_heartbeat_s: float = Field(
         default=2.0, gt=0, description="How often an embedded worker refreshes its heartbeat."
     )
@@ -79,6 +131,37 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @model_validator(mode="after")
+    def _time_limit_below_visibility(self) -> Settings:
+        if self.task_time_limit_s is not None and (
+            self.task_time_limit_s >= self.redis_visibility_timeout_s
+        ):
+            raise ValueError(
+                "task_time_limit_s must be below redis_visibility_timeout_s, or a task still "
+                "running would be handed to a second worker"
+            )
+        return self
+
+    @property
+    def time_limit_s(self) -> float:
+        """Hard time limit of one stage: below the visibility timeout."""
+        if self.task_time_limit_s is not None:
+            return self.task_time_limit_s
+        return 0.9 * self.redis_visibility_timeout_s
+
+    @property
+    def soft_time_limit_s(self) -> float:
+        """Soft limit: the stage is told to stop (job fails with ``timeout``) first."""
+        hard = self.time_limit_s
+        return max(hard * 0.5, hard - max(5.0, 0.05 * hard))
+
+    @property
+    def anonymous_allowed(self) -> bool:
+        """Requests without a key are served (see ``allow_anonymous``)."""
+        if self.allow_anonymous is not None:
+            return self.allow_anonymous
+        return self.embedded and is_loopback_host(self.host)
 
     @property
     def embedded(self) -> bool:
@@ -100,6 +183,18 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache(maxsize=1)

@@ -1,7 +1,8 @@
 """Local-directory storage of avatars.
 
-Layout: ``{data_dir}/avatars/{avatar_id}/`` holds ``originals/photo_{i}.{ext}``,
-``avatar.json`` (id, created_at, photos, job_id) and whatever the pipeline writes
+Layout: ``{data_dir}/avatars/{avatar_id}/`` holds ``originals/photo_{i}.{ext}``
+(the uploaded photos, upright and without metadata), ``avatar.json`` (id, tenant,
+created_at, photos, job_id) and whatever the pipeline writes
 (``fit/``, ``texture/``, ``avatar.glb``, ``quality.json``).
 
 Why it is built this way:
@@ -116,6 +117,8 @@ class NewPhoto:
 
     ``fileobj`` is positioned anywhere; it is rewound before copying. ``fmt`` is the
     format Pillow decoded ("JPEG", "PNG" or "WEBP"), not what the client claimed.
+    ``source_sha256`` is the digest of the bytes as uploaded (before metadata was
+    stripped), when known.
     """
 
     fileobj: BinaryIO
@@ -123,6 +126,7 @@ class NewPhoto:
     width: int
     height: int
     original_filename: str | None = None
+    source_sha256: str | None = None
 
 
 class AvatarStorage:
@@ -178,7 +182,12 @@ class AvatarStorage:
 
     # -- writing -------------------------------------------------------------
     def create(
-        self, photos: Sequence[NewPhoto], *, job_id: str, avatar_id: str | None = None
+        self,
+        photos: Sequence[NewPhoto],
+        *,
+        job_id: str,
+        avatar_id: str | None = None,
+        tenant: str = "anonymous",
     ) -> dict[str, Any]:
         """Store a new avatar's originals and metadata; returns the metadata.
 
@@ -217,6 +226,7 @@ class AvatarStorage:
                 )
             meta = {
                 "id": avatar_id,
+                "tenant": tenant,
                 "created_at": utc_now(),
                 "job_id": job_id,
                 "photos": entries,

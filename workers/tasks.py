@@ -5,9 +5,20 @@ running, forwards stage progress into the job store, records seconds per stage,
 and turns failures into a job error with a stable code:
 
 - ``PipelineError`` that is not transient (bad input): job failed with its code, no retry;
-- transient ``PipelineError``: retried up to ``task_max_retries``, then failed;
+- transient ``PipelineError`` or a lost connection to Redis: retried up to
+  ``task_max_retries`` with exponential backoff (``task_retry_delay_s`` doubling, with
+  jitter, at most ``task_retry_max_delay_s``), then failed;
+- the soft time limit: job failed with ``timeout`` (no retry: it would time out again);
 - anything else: job failed with ``internal_error`` and a generic message; the
   traceback goes to the worker log, never to the client.
+
+Faults: each delivery of a stage is counted in the job store first. A delivery that
+never finished (its worker was killed: acks_late puts the message back) shows up as
+one more delivery than retries explain; after ``task_max_deliveries`` of those the
+job fails with ``worker_crashed`` and the message is acknowledged, so a photo that
+kills workers cannot loop forever. A cancelled job (``DELETE /v1/jobs/{id}``) makes
+the next progress write raise ``JobCancelledError``: the stage stops there and the
+chain ends.
 
 A failed stage raises ``Ignore`` so the message is acknowledged and the chain stops
 (the inpaint stage never runs after a failed fit). ``models`` is imported inside the
@@ -17,6 +28,7 @@ task, so importing this module (the gateway never does) does not import torch.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -26,19 +38,27 @@ from pathlib import Path
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
 from celery.signals import worker_ready, worker_shutdown
 
 from workers.celery_app import FIT_QUEUE, FIT_TASK, INPAINT_QUEUE, INPAINT_TASK, app
 from workers.heartbeat import HeartbeatWriter
 from workers.jobs import (
     STAGE_SPANS,
+    JobCancelledError,
     JobError,
     JobNotFoundError,
     JobState,
     JobStore,
     make_job_store,
     overall_progress,
+)
+from workers.observability import (
+    JOB_FAILURES,
+    JOB_STAGE_SECONDS,
+    JOBS_FINISHED,
+    TASK_DELIVERIES,
+    job_context,
 )
 from workers.recovery import recover_orphaned_jobs
 from workers.settings import Settings, get_settings
@@ -70,8 +90,9 @@ def worker_context() -> WorkerContext:
 class ProgressReporter:
     """The ``progress(stage, fraction)`` callback handed to the pipeline.
 
-    Writes are throttled, never go backwards within one task run, and never raise:
-    a job store hiccup must not fail an otherwise good stage.
+    Writes are throttled and never go backwards within one task run. A job store
+    hiccup is logged, not raised (it must not fail an otherwise good stage); a
+    cancelled job raises ``JobCancelledError`` so the stage stops.
     """
 
     def __init__(self, jobs: JobStore, job_id: str, stages: tuple[str, ...]) -> None:
@@ -96,6 +117,8 @@ class ProgressReporter:
             self.best, self.stage, self.last_write = value, stage, now
             try:
                 self.jobs.update(self.job_id, stage=stage, progress=value)
+            except JobCancelledError:
+                raise
             except Exception:
                 log.warning("progress update failed for job %s", self.job_id, exc_info=True)
 
@@ -103,16 +126,46 @@ class ProgressReporter:
 StageFn = Callable[[Path, Callable[[str, float], None]], dict[str, float]]
 
 
+def retry_delay(settings: Settings, retries: int) -> float:
+    """Exponential backoff with jitter: delay * 2**retries * [0.5, 1.0], capped."""
+    base = settings.task_retry_delay_s * (2**retries)
+    return min(settings.task_retry_max_delay_s, base * random.uniform(0.5, 1.0))
+
+
+def _transient_infra_errors() -> tuple[type[BaseException], ...]:
+    """Errors of the job store's transport that a retry may fix."""
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+    except ImportError:  # pragma: no cover - redis is a dependency
+        return ()
+    return (RedisConnectionError, RedisTimeoutError)
+
+
 def _run_stage(
     task: Task, *, name: str, stages: tuple[str, ...], last: bool, avatar_id: str, job_id: str
 ) -> dict[str, Any]:
     """Run one pipeline stage for a job; shared by both tasks."""
+    with job_context(job_id):
+        return _run_stage_in_context(
+            task, name=name, stages=stages, last=last, avatar_id=avatar_id, job_id=job_id
+        )
+
+
+def _run_stage_in_context(
+    task: Task, *, name: str, stages: tuple[str, ...], last: bool, avatar_id: str, job_id: str
+) -> dict[str, Any]:
     ctx = worker_context()
-    job = ctx.jobs.get(job_id)
+    retries = task.request.retries or 0
+    try:
+        job = ctx.jobs.get(job_id)
+    except _transient_infra_errors() as exc:
+        log.warning("%s: job store unreachable (%s); retrying", name, exc)
+        raise task.retry(exc=exc, countdown=retry_delay(ctx.settings, retries)) from exc
     if job is None:
         log.warning("%s: job %s does not exist; dropping the message", name, job_id)
         raise Ignore()
-    if job.state is JobState.FAILED or (job.state is JobState.SUCCEEDED):
+    if job.finished:
         log.info("%s: job %s already %s; nothing to do", name, job_id, job.state.value)
         raise Ignore()
 
@@ -121,18 +174,43 @@ def _run_stage(
             ctx.jobs.update(job_id, state=JobState.FAILED, error=JobError(code, message))
         except JobNotFoundError:
             log.warning("job %s vanished before it could be marked failed", job_id)
+            return
+        except JobCancelledError:
+            log.info("job %s was cancelled; not marking it failed (%s)", job_id, code)
+            return
+        JOB_FAILURES.labels(code).inc()
+        JOBS_FINISHED.labels(JobState.FAILED.value).inc()
+
+    TASK_DELIVERIES.labels(name).inc()
+    deliveries = ctx.jobs.count_delivery(job_id, name)
+    lost = deliveries - 1 - retries
+    if lost > 0:
+        log.warning(
+            "%s: job %s delivered again after %d unfinished run(s) (worker lost)", name, job_id, lost
+        )
+    if lost >= ctx.settings.task_max_deliveries:
+        log.error("%s: job %s gave up after %d lost runs", name, job_id, lost)
+        fail(
+            "worker_crashed",
+            "The avatar could not be built: the worker stopped while processing it, repeatedly.",
+        )
+        raise Ignore()
 
     if not ctx.storage.exists(avatar_id):
         fail("avatar_not_found", "The avatar's photos are no longer stored.")
         raise Ignore()
 
-    ctx.jobs.update(
-        job_id,
-        state=JobState.RUNNING,
-        stage=stages[0],
-        progress=max(job.progress, overall_progress(stages[0], 0.0)),
-        error=None,
-    )
+    try:
+        ctx.jobs.update(
+            job_id,
+            state=JobState.RUNNING,
+            stage=stages[0],
+            progress=max(job.progress, overall_progress(stages[0], 0.0)),
+            error=None,
+        )
+    except JobCancelledError:
+        log.info("%s: job %s was cancelled before it started", name, job_id)
+        raise Ignore() from None
     from models import pipeline
     from models.errors import PipelineError
 
@@ -143,30 +221,55 @@ def _run_stage(
         seconds = stage_fn(ctx.storage.avatar_dir(avatar_id), reporter)
     except Retry:
         raise
+    except JobCancelledError:
+        log.info("%s: job %s cancelled; stopped after %.1f s", name, job_id,
+                 time.monotonic() - started)
+        raise Ignore() from None
+    except SoftTimeLimitExceeded:
+        log.error("%s: job %s hit the time limit", name, job_id)
+        fail("timeout", "The avatar took too long to build.")
+        raise Ignore() from None
     except PipelineError as exc:
-        retries = task.request.retries or 0
         if getattr(exc, "transient", False) and retries < ctx.settings.task_max_retries:
+            delay = retry_delay(ctx.settings, retries)
             log.warning(
-                "%s: transient error on job %s (%s), retry %d", name, job_id, exc.code, retries + 1
+                "%s: transient error on job %s (%s), retry %d in %.1f s",
+                name, job_id, exc.code, retries + 1, delay,
             )
-            raise task.retry(exc=exc, countdown=ctx.settings.task_retry_delay_s) from exc
+            raise task.retry(exc=exc, countdown=delay) from exc
         log.info("%s: job %s failed: %s: %s", name, job_id, exc.code, exc.message)
         fail(str(exc.code), str(exc.message))
         raise Ignore() from exc
+    except _transient_infra_errors() as exc:
+        if retries < ctx.settings.task_max_retries:
+            delay = retry_delay(ctx.settings, retries)
+            log.warning("%s: job store error on job %s (%s), retry in %.1f s", name, job_id, exc, delay)
+            raise task.retry(exc=exc, countdown=delay) from exc
+        log.exception("%s: job store error on job %s; giving up", name, job_id)
+        fail("internal_error", INTERNAL_ERROR_MESSAGE)
+        raise Ignore() from None
     except Exception:
         log.exception("%s: unexpected error on job %s (avatar %s)", name, job_id, avatar_id)
         fail("internal_error", INTERNAL_ERROR_MESSAGE)
         raise Ignore() from None
 
     seconds = {k: float(v) for k, v in (seconds or {}).items()}
+    for stage, value in seconds.items():
+        if stage in STAGE_SPANS:
+            JOB_STAGE_SECONDS.labels(stage).observe(value)
     log.info("%s: job %s done in %.1f s %s", name, job_id, time.monotonic() - started, seconds)
     end = overall_progress(stages[-1], 1.0)
-    if last:
-        ctx.jobs.update(
-            job_id, state=JobState.SUCCEEDED, stage=None, progress=1.0, stage_seconds=seconds
-        )
-    else:
-        ctx.jobs.update(job_id, stage=stages[-1], progress=end, stage_seconds=seconds)
+    try:
+        if last:
+            ctx.jobs.update(
+                job_id, state=JobState.SUCCEEDED, stage=None, progress=1.0, stage_seconds=seconds
+            )
+            JOBS_FINISHED.labels(JobState.SUCCEEDED.value).inc()
+        else:
+            ctx.jobs.update(job_id, stage=stages[-1], progress=end, stage_seconds=seconds)
+    except JobCancelledError:
+        log.info("%s: job %s was cancelled while its stage ran", name, job_id)
+        raise Ignore() from None
     return {"avatar_id": avatar_id, "job_id": job_id, "seconds": seconds}
 
 
@@ -200,9 +303,16 @@ class _Heartbeat:
 @worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     settings = get_settings()
-    if not settings.embedded:
-        return
     queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
+    if not settings.embedded:
+        import redis
+
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=2, socket_timeout=2
+        )
+        _Heartbeat.writer = HeartbeatWriter(settings, queues, redis_client=client)
+        _Heartbeat.writer.start()
+        return
     ctx = worker_context()
     try:
         recover_orphaned_jobs(settings, ctx.storage, ctx.jobs, app)

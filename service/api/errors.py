@@ -17,11 +17,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from workers.observability import HTTP_ERRORS
+
 log = logging.getLogger(__name__)
 
 #: Codes for framework-level HTTP errors that carry no code of their own.
 _STATUS_CODES = {
     400: "bad_request",
+    401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
@@ -64,6 +67,7 @@ def error_response(
     details: Any = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    HTTP_ERRORS.labels(str(status_code), code).inc()
     return JSONResponse(
         status_code=status_code,
         content=jsonable_encoder(error_body(code, message, details)),

@@ -60,7 +60,7 @@ class JobErrorPublic(BaseModel):
 class JobPublic(BaseModel):
     id: str
     avatar_id: str
-    state: Literal["queued", "running", "succeeded", "failed"]
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     stage: str | None = Field(
         description="Stage running now (detect, fit, texture, inpaint, bake); where it "
         "stopped for a failed job; null when queued or succeeded."
@@ -88,7 +88,7 @@ class PhotoPublic(BaseModel):
 class AvatarPublic(BaseModel):
     id: str
     created_at: str
-    state: Literal["queued", "running", "succeeded", "failed", "unknown"]
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled", "unknown"]
     ready: bool = Field(description="True when avatar.glb can be downloaded.")
     photos: list[PhotoPublic]
     job: JobPublic | None

@@ -1,4 +1,9 @@
-"""``/v1/avatars``: upload photos, read an avatar, download its glb, stream it."""
+"""``/v1/avatars``: upload photos, read an avatar, download its glb, stream it.
+
+Every route needs an API key (or anonymous access, where allowed) and sees only its
+tenant's avatars. ``POST`` honours ``Idempotency-Key``; streams hold one of the key's
+``max_streams_per_key`` slots while they run.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
@@ -23,12 +28,15 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import (
     CeleryDep,
+    CurrentTenant,
     ExistingAvatar,
     JobStoreDep,
     PlayersDep,
     ServicesDep,
     SettingsDep,
     StorageDep,
+    acquire_stream_slot,
+    authenticate,
 )
 from service.api.errors import ApiError
 from service.api.schemas import (
@@ -40,8 +48,11 @@ from service.api.schemas import (
     PhotoPublic,
     StreamQuery,
 )
+from service.idempotency import Reservation, valid_key
+from service.limits import hold_while
 from service.streaming import MEDIA_TYPE, mjpeg_stream, start_render_warm_up
 from service.uploads import LimitedBodyRoute, validate_photo
+from workers.observability import JOB_ID
 from workers.storage import new_id
 from workers.submit import enqueue_avatar
 
@@ -63,15 +74,18 @@ router = APIRouter(
     tags=["avatars"],
     route_class=LimitedBodyRoute,
     lifespan=_warm_render_path,
+    dependencies=[Depends(authenticate)],
 )
 
 _ERRORS = {
     400: {"model": ErrorResponse},
+    401: {"model": ErrorResponse},
     404: {"model": ErrorResponse},
     409: {"model": ErrorResponse},
     413: {"model": ErrorResponse},
     415: {"model": ErrorResponse},
     422: {"model": ErrorResponse},
+    429: {"model": ErrorResponse},
     503: {"model": ErrorResponse},
 }
 
@@ -160,6 +174,21 @@ def avatar_links(avatar_id: str, job_id: str) -> AvatarLinks:
     )
 
 
+def _fingerprint(photos: list[Any]) -> str:
+    """What makes two uploads "the same request": their photos' bytes, in order."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(p.source_sha256 for p in photos).encode()).hexdigest()
+
+
+def _created_response(avatar_id: str, job_id: str, replayed: bool = False) -> JSONResponse:
+    body = AvatarCreated(avatar_id=avatar_id, job_id=job_id, links=avatar_links(avatar_id, job_id))
+    headers = {"Location": body.links.job}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(status_code=202, content=body.model_dump(), headers=headers)
+
+
 @router.post(
     "",
     status_code=202,
@@ -173,11 +202,26 @@ async def create_avatar(
     storage: StorageDep,
     jobs: JobStoreDep,
     celery: CeleryDep,
+    principal: CurrentTenant,
     photos: Annotated[
         list[UploadFile] | None,
         File(description="1..max_photos JPEG, PNG or WebP photos of one person."),
     ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Any string of 1..255 visible ASCII characters. The same key with the "
+            "same photos returns the same avatar and job (for 24 h by default); with other "
+            "photos it is 422 idempotency_key_reused.",
+        ),
+    ] = None,
 ) -> JSONResponse:
+    if idempotency_key is not None and not valid_key(idempotency_key):
+        raise ApiError(
+            400, "invalid_idempotency_key",
+            "Idempotency-Key must be 1..255 visible ASCII characters.",
+        )
     uploads = photos or []
     if not uploads:
         raise ApiError(400, "empty_upload", "Send at least one photo in the 'photos' field.")
@@ -196,17 +240,65 @@ async def create_avatar(
             max_pixels=settings.max_pixels,
             index=index,
             filename=upload.filename,
+            max_bytes=settings.max_upload_bytes,
         )
         validated.append(await anyio.to_thread.run_sync(check, limiter=services.decode_limiter()))
 
     avatar_id, job_id = new_id(), new_id()
+    tenant = principal.tenant
+    if idempotency_key is not None:
+        reservation = Reservation(_fingerprint(validated), avatar_id, job_id)
+        try:
+            held = await run_in_threadpool(
+                services.idempotency.reserve, tenant, idempotency_key, reservation
+            )
+        except Exception as exc:
+            log.exception("idempotency store unavailable")
+            raise ApiError(503, "job_store_unavailable", "The job store is unavailable.") from exc
+        if held is not None:
+            if held.fingerprint != reservation.fingerprint:
+                raise ApiError(
+                    422, "idempotency_key_reused",
+                    "This Idempotency-Key was used with other photos.",
+                )
+            if held.state != "done":
+                raise ApiError(
+                    409, "idempotency_in_progress",
+                    "A request with this Idempotency-Key is still being processed.",
+                    headers={"Retry-After": "1"},
+                )
+            JOB_ID.set(held.job_id)
+            return _created_response(held.avatar_id, held.job_id, replayed=True)
+    JOB_ID.set(job_id)
     try:
-        await run_in_threadpool(storage.create, validated, job_id=job_id, avatar_id=avatar_id)
+        await _store_and_enqueue(services, validated, avatar_id, job_id, tenant)
+    except BaseException:
+        if idempotency_key is not None:
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(services.idempotency.release, tenant, idempotency_key)
+        raise
+    if idempotency_key is not None:
+        await run_in_threadpool(
+            services.idempotency.complete, tenant, idempotency_key, reservation
+        )
+    log.info("avatar %s created with job %s (%d photos)", avatar_id, job_id, len(validated))
+    return _created_response(avatar_id, job_id)
+
+
+async def _store_and_enqueue(
+    services: Any, validated: list[Any], avatar_id: str, job_id: str, tenant: str
+) -> None:
+    """Store the photos, record the job, send it; undo what was done on failure (503)."""
+    storage, jobs, celery = services.storage, services.jobs, services.celery
+    try:
+        await run_in_threadpool(
+            partial(storage.create, validated, job_id=job_id, avatar_id=avatar_id, tenant=tenant)
+        )
     except OSError as exc:
         log.exception("could not store avatar %s", avatar_id)
         raise ApiError(503, "storage_unavailable", "The photos could not be stored.") from exc
     try:
-        await run_in_threadpool(jobs.create, job_id, avatar_id)
+        await run_in_threadpool(jobs.create, job_id, avatar_id, tenant)
     except Exception as exc:
         log.exception("job store unavailable; dropping avatar %s", avatar_id)
         await run_in_threadpool(storage.delete, avatar_id)
@@ -218,13 +310,6 @@ async def create_avatar(
         await run_in_threadpool(jobs.delete, job_id)
         await run_in_threadpool(storage.delete, avatar_id)
         raise ApiError(503, "queue_unavailable", "The job queue is unavailable.") from exc
-
-    body = AvatarCreated(avatar_id=avatar_id, job_id=job_id, links=avatar_links(avatar_id, job_id))
-    return JSONResponse(
-        status_code=202,
-        content=body.model_dump(),
-        headers={"Location": body.links.job},
-    )
 
 
 @router.get("/{avatar_id}", response_model=AvatarPublic, responses=_ERRORS)
@@ -326,6 +411,8 @@ async def _default_frames(motion: str, fps: int, limit: int) -> int:
 )
 async def stream_avatar(
     avatar: ExistingAvatar,
+    services: ServicesDep,
+    principal: CurrentTenant,
     storage: StorageDep,
     jobs: JobStoreDep,
     players: PlayersDep,
@@ -351,6 +438,7 @@ async def stream_avatar(
 
     glb = await _ready_glb(avatar, storage, jobs)
     player = await run_in_threadpool(players.get, avatar.id, glb)
+    slot = await acquire_stream_slot(services, principal)
     frame_iter = player.jpeg_frames(
         query.motion,
         query.size,
@@ -360,7 +448,9 @@ async def stream_avatar(
         view=query.view(),
     )
     return StreamingResponse(
-        mjpeg_stream(frame_iter, query.fps, query.pace, label=f"stream of {avatar.id}"),
+        hold_while(
+            slot, mjpeg_stream(frame_iter, query.fps, query.pace, label=f"stream of {avatar.id}")
+        ),
         media_type=MEDIA_TYPE,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
@@ -389,12 +479,15 @@ async def frame_png(
     return Response(png, media_type=PNG_MEDIA_TYPE, headers={"Cache-Control": "no-store"})
 
 
-async def _watch_disconnect(request: Request, stop: threading.Event) -> None:
-    """Set ``stop`` when the client goes away (polled while an MP4 renders)."""
+async def _watch_disconnect(request: Request, stop: threading.Event, slot: Any = None) -> None:
+    """Set ``stop`` when the client goes away (polled while an MP4 renders); keeps the
+    stream slot's lease fresh meanwhile."""
     while not stop.is_set():
         if await request.is_disconnected():
             stop.set()
             return
+        if slot is not None:
+            await slot.refresh_if_due()
         await anyio.sleep(0.2)
 
 
@@ -406,6 +499,8 @@ async def _watch_disconnect(request: Request, stop: threading.Event) -> None:
 async def render_avatar_mp4(
     request: Request,
     avatar: ExistingAvatar,
+    services: ServicesDep,
+    principal: CurrentTenant,
     storage: StorageDep,
     jobs: JobStoreDep,
     players: PlayersDep,
@@ -421,6 +516,7 @@ async def render_avatar_mp4(
     glb = await _ready_glb(avatar, storage, jobs)
     player = await run_in_threadpool(players.get, avatar.id, glb)
 
+    slot = await acquire_stream_slot(services, principal)
     tmp_dir = Path(tempfile.mkdtemp(prefix="avatars-mp4-"))
     out = tmp_dir / "render.mp4"
     stop = threading.Event()
@@ -431,7 +527,7 @@ async def render_avatar_mp4(
     error: Exception | None = None
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_disconnect, request, stop)
+            tg.start_soon(_watch_disconnect, request, stop, slot)
             try:
                 await anyio.to_thread.run_sync(render)
             except Exception as exc:  # handled below, outside the task group
@@ -442,6 +538,9 @@ async def render_avatar_mp4(
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            await slot.release()
     if error is not None:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         if isinstance(error, RenderCancelled):

@@ -17,6 +17,12 @@ avatar gets that error message, then the socket is closed with code 4404 (4409 w
 the avatar is still being built). Frames are rendered only in answer to messages, in a
 worker thread, so a client that disconnects stops the rendering at once (at most the
 frame being rendered is finished).
+
+Authentication: the API key in ``Authorization: Bearer`` / ``X-API-Key`` or, for
+browsers (which cannot set headers on a WebSocket), the query parameter ``api_key``.
+A missing or bad key closes the socket with 4401, another tenant's avatar with 4404,
+and a key over its rate or its concurrent streams with 4429. A socket holds one of
+the key's stream slots while it is open.
 """
 
 from __future__ import annotations
@@ -26,13 +32,16 @@ import logging
 import math
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from fastapi import APIRouter, WebSocket
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from service.api.errors import error_body
+from service.api.deps import avatar_tenant, charge_rate, presented_key, resolve_principal
+from service.api.errors import ApiError, error_body
+from workers.observability import STREAM_FRAMES, STREAMS_ACTIVE
 from workers.storage import is_valid_id
 
 log = logging.getLogger(__name__)
@@ -40,8 +49,10 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/avatars", tags=["avatars"])
 
 #: Close codes (4000-4999 are the application's).
+CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_NOT_READY = 4409
+CLOSE_TOO_MANY = 4429
 #: Largest JSON message accepted (a full pose is well under 2 KB).
 MAX_MESSAGE_BYTES = 64 * 1024
 LIVE_MAX_SIZE = 1024
@@ -173,8 +184,17 @@ async def live(websocket: WebSocket, avatar_id: str) -> None:
     services = websocket.app.state.services
     storage, players = services.storage, services.players
     await websocket.accept()
+    try:
+        key = presented_key(websocket.headers) or websocket.query_params.get("api_key")
+        client = websocket.client.host if websocket.client else None
+        principal = await resolve_principal(services, key, client)
+        await charge_rate(services, principal)
+    except ApiError as exc:
+        close = CLOSE_TOO_MANY if exc.status_code == 429 else CLOSE_UNAUTHORIZED
+        await _refuse(websocket, close, error_body(exc.code, exc.message, exc.details))
+        return
     meta = await run_in_threadpool(storage.read_meta, avatar_id) if is_valid_id(avatar_id) else None
-    if meta is None:
+    if meta is None or avatar_tenant(meta) != principal.tenant:
         await _refuse(websocket, CLOSE_NOT_FOUND, error_body(
             "avatar_not_found", "No avatar with this id.", {"avatar_id": avatar_id}))
         return
@@ -184,10 +204,18 @@ async def live(websocket: WebSocket, avatar_id: str) -> None:
             "avatar_not_ready", "The avatar is not built yet; poll its job.",
             {"avatar_id": avatar_id}))
         return
-    player = await run_in_threadpool(players.get, avatar_id, glb)
-    session = LiveSession(player, services.settings.stream_jpeg_quality)
+    slot = await services.stream_slots.acquire(principal.bucket)
+    if slot is None:
+        limit = services.settings.max_streams_per_key
+        await _refuse(websocket, CLOSE_TOO_MANY, error_body(
+            "too_many_streams", f"At most {limit} streams at once per API key.",
+            {"max_streams": limit}))
+        return
     frames = 0
+    STREAMS_ACTIVE.labels("live").inc()
     try:
+        player = await run_in_threadpool(players.get, avatar_id, glb)
+        session = LiveSession(player, services.settings.stream_jpeg_quality)
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -200,9 +228,14 @@ async def live(websocket: WebSocket, avatar_id: str) -> None:
             jpeg = await anyio.to_thread.run_sync(session.render, parsed)
             await websocket.send_bytes(jpeg)
             frames += 1
+            STREAM_FRAMES.labels("live").inc()
+            await slot.refresh_if_due()
     except (WebSocketDisconnect, OSError):  # OSError: uvicorn's ClientDisconnected on send
         pass
     finally:
+        STREAMS_ACTIVE.labels("live").dec()
+        with anyio.CancelScope(shield=True):
+            await slot.release()
         if websocket.client_state == WebSocketState.CONNECTED and \
                 websocket.application_state == WebSocketState.CONNECTED:
             try:

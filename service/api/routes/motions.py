@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
-from service.api.schemas import MotionList, MotionPublic
+from service.api.deps import authenticate
+from service.api.schemas import ErrorResponse, MotionList, MotionPublic
 
-router = APIRouter(prefix="/v1/motions", tags=["motions"])
+router = APIRouter(prefix="/v1/motions", tags=["motions"], dependencies=[Depends(authenticate)])
 
 
 def _list_motions() -> list[dict]:
@@ -16,7 +17,11 @@ def _list_motions() -> list[dict]:
     return list_motions()
 
 
-@router.get("", response_model=MotionList)
+@router.get(
+    "",
+    response_model=MotionList,
+    responses={code: {"model": ErrorResponse} for code in (401, 429, 503)},
+)
 async def get_motions() -> MotionList:
     motions = await run_in_threadpool(_list_motions)
     return MotionList(motions=[MotionPublic.model_validate(m) for m in motions])

@@ -20,29 +20,40 @@ import os
 import tempfile
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, UploadFile
+import anyio
+from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import (
+    CurrentTenant,
     ExistingAvatar,
     JobStoreDep,
     PlayersDep,
+    ServicesDep,
     SettingsDep,
     StorageDep,
+    acquire_stream_slot,
+    authenticate,
 )
 from service.api.errors import ApiError
 from service.api.schemas import ErrorResponse
+from service.limits import hold_while
 from service.streaming import MEDIA_TYPE, mjpeg_stream
 from service.uploads import LimitedBodyRoute
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/avatars", tags=["avatars"], route_class=LimitedBodyRoute)
+router = APIRouter(
+    prefix="/v1/avatars",
+    tags=["avatars"],
+    route_class=LimitedBodyRoute,
+    dependencies=[Depends(authenticate)],
+)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 422, 429, 503)
 }
 MP4_MEDIA_TYPE = "video/mp4"
 
@@ -111,6 +122,8 @@ def _jpeg_frames(player: Any, motion: Any, size: int, fps: int, frames: int, qua
 )
 async def render_avatar(
     avatar: ExistingAvatar,
+    services: ServicesDep,
+    principal: CurrentTenant,
     storage: StorageDep,
     jobs: JobStoreDep,
     players: PlayersDep,
@@ -183,11 +196,12 @@ async def render_avatar(
         )
     player = await run_in_threadpool(players.get, avatar.id, glb)
     headers = {"Cache-Control": "no-store", "X-Frame-Count": str(frames)}
+    slot = await acquire_stream_slot(services, principal)
 
     if video_format == "mjpeg":
         frame_iter = _jpeg_frames(player, playable, size, fps, frames, settings.stream_jpeg_quality)
         return StreamingResponse(
-            mjpeg_stream(frame_iter, fps, pace, label=f"render of {avatar.id}"),
+            hold_while(slot, mjpeg_stream(frame_iter, fps, pace, label=f"render of {avatar.id}")),
             media_type=MEDIA_TYPE,
             headers={**headers, "X-Accel-Buffering": "no"},
         )
@@ -198,6 +212,9 @@ async def render_avatar(
     except OSError as exc:
         log.exception("could not write the MP4 of avatar %s", avatar.id)
         raise ApiError(503, "storage_unavailable", "The video could not be written.") from exc
+    finally:
+        with anyio.CancelScope(shield=True):
+            await slot.release()
     return FileResponse(
         path,
         media_type=MP4_MEDIA_TYPE,
