@@ -197,6 +197,7 @@ def test_error_codes_become_sentences(tmp_path: Path) -> None:
         "upload_too_large", "image_too_large", "too_many_photos", "storage_unavailable",
         "queue_unavailable", "job_store_unavailable", "avatar_not_found", "job_not_found",
         "model_asset_missing", "network_error", "webgl_unavailable", "http_401",
+        "api_key_required", "invalid_api_key", "too_many_streams", "rate_limited",
     ]  # fmt: skip
     out = _run_module(
         tmp_path,

@@ -13,11 +13,14 @@ Screenshots and axe reports: ``test-artifacts/browser/`` (git-ignored).
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from conftest import REPO_ROOT, avatars_command, service_env
 
 from browser_helpers import (
     ARTIFACTS,
@@ -184,6 +187,10 @@ def test_photo_to_avatar_in_the_browser(page, gateway: Gateway, photo_file: Path
     assert any(0 < v < 100 for v in seen), f"no progress between 0 and 100 %: {seen}"
     assert seen == sorted(seen), f"progress went backwards: {seen}"
     assert page.locator("#stages li.done").count() == 5
+    events_missing = any(e.endswith("/events") for e in watch.http_errors)
+    source = page.text_content("#progress-source")
+    # Server-Sent Events where the gateway has them; polling otherwise
+    assert source.startswith("Checking" if events_missing else "Live updates"), source
     assert "ready" in page.text_content("#progress-text")
 
     # the result: the streamed avatar moves
@@ -324,3 +331,74 @@ def test_without_webgl_the_page_says_so(page, gateway: Gateway, built_avatar: st
     assert "cannot show 3D" in page.text_content("#viewer-status")
     assert page.is_hidden("#viewer")
     assert watch.unexpected() == ([], []), watch.unexpected()
+
+
+def create_api_key(data_dir: Path, tenant: str) -> str:
+    """``avatars keys create`` on ``data_dir``; skips where this checkout has no API keys."""
+    result = subprocess.run(
+        avatars_command("keys", "create", "--tenant", tenant),
+        env=service_env(data_dir, redis_url=None),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0 and "No such command" in result.stderr:
+        pytest.skip("this gateway has no API keys (avatars keys create)")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_with_an_api_key(page, tmp_path: Path, photo_file: Path) -> None:
+    """Auth on: the page asks for the key, keeps it in sessionStorage only and sends it as
+    'Authorization: Bearer' on every call, streams and downloads included (an <img> or a
+    link cannot send a header: the page fetches them)."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    key = create_api_key(data_dir, "web-test")
+    env = {"AVATARS_ALLOW_ANONYMOUS": "false"}
+    with serve(data_dir, tmp_path / "serve.log", extra_env=env) as gateway:
+        watch = PageWatch(page)
+        sent: list[str | None] = []
+        page.on(
+            "request",
+            lambda r: "/v1/" in r.url and sent.append(r.headers.get("authorization")),
+        )
+        open_page(page, gateway.url)
+        # without a key the API answers 401: the page opens the key field
+        assert page.get_attribute("#key-panel", "open") is not None
+        assert "asks for an API key" in page.text_content("#key-status")
+        page.fill("#api-key", key)
+        page.click("#key-form button[type=submit]")
+        page.wait_for_function("() => document.getElementById('motion').options.length >= 3")
+        stored = page.evaluate("sessionStorage.getItem('avatars.apiKey')")
+        assert stored == key
+        assert page.evaluate("localStorage.length") == 0
+        assert page.evaluate("document.cookie") == ""
+
+        page.set_input_files("#photos", str(photo_file))
+        page.click("#create")
+        page.wait_for_function(
+            "() => document.getElementById('progress').value === 100 || "
+            "!document.getElementById('message').hidden",
+            timeout=JOB_TIMEOUT_S * MS,
+        )
+        assert page.is_hidden("#message"), (page.text_content("#message"), gateway.log()[-3000:])
+        page.wait_for_selector("#result-section", state="visible", timeout=60 * MS)
+        wait_stream_frame(page)
+        stream = page.locator("#stream")
+        assert stream.get_attribute("src").startswith("blob:")  # frames read with fetch
+        first = shot(stream, "auth-stream-1")
+        time.sleep(1.0)
+        assert image_difference(first, shot(stream, "auth-stream-2")) > 0.5
+        glb = download(page, "#dl-glb", "auth-avatar.glb")
+        assert glb[:4] == b"glTF"
+        open_3d_view(page, "auth")
+        shot(page, "auth-result")
+
+        after_key = sent[sent.index(f"Bearer {key}"):]
+        assert after_key and all(h == f"Bearer {key}" for h in after_key), sent
+        errors, http = watch.unexpected()
+        # the calls made before the key was given were refused, as they should be
+        assert all(e.startswith("401 ") for e in http), http
+        assert all("401" in e for e in errors), errors

@@ -145,7 +145,10 @@ function setUpKeyForm() {
     }
     $("key-status").textContent = value ? "Key saved for this tab." : "No key saved.";
     clearMessage();
-    if (currentAvatar) updateStream();
+    loadMotions().then(() => {
+      if (currentAvatar) updateStream();
+      else if (avatarFromHash()) showResult(avatarFromHash());
+    });
   });
   $("key-clear").addEventListener("click", () => {
     try {
@@ -260,7 +263,8 @@ function setProgressText(text) {
 
 /** Show a job: overall percentage, and each stage as done / running / waiting. */
 function renderJob(job) {
-  const percent = job.state === "succeeded" ? 100 : Math.floor((job.progress || 0) * 100);
+  // 100 % only once the job succeeded (its last stage may report 1.0 a moment before)
+  const percent = job.state === "succeeded" ? 100 : Math.min(99, Math.floor((job.progress || 0) * 100));
   $("progress").value = percent;
   $("progress-percent").textContent = `${percent} %`;
   const currentIndex = STAGES.findIndex((s) => s.name === job.stage);
@@ -330,6 +334,7 @@ async function watchWithEvents(jobId, onJob, signal) {
   let buffer = "";
   let last = null;
   let data = [];
+  let eventName = "";
   for (;;) {
     let timer;
     const idle = new Promise((resolve) => {
@@ -338,16 +343,19 @@ async function watchWithEvents(jobId, onJob, signal) {
     const chunk = await Promise.race([reader.read(), idle]).finally(() => clearTimeout(timer));
     if (chunk.idle || chunk.done) {
       reader.cancel().catch(() => {});
-      return null; // stream ended or went quiet without a final state: poll
+      return null; // ended (or went quiet) before the job was final: poll instead
     }
     buffer += chunk.value;
     let newline;
     while ((newline = buffer.search(/\r\n|\r|\n/)) >= 0) {
+      if (buffer[newline] === "\r" && newline === buffer.length - 1) break; // \r\n split
       const line = buffer.slice(0, newline);
       buffer = buffer.slice(newline + (buffer.startsWith("\r\n", newline) ? 2 : 1));
       if (line === "") {
+        const name = eventName || "message";
         const payload = data.join("\n");
         data = [];
+        eventName = "";
         if (!payload) continue;
         let parsed;
         try {
@@ -355,9 +363,13 @@ async function watchWithEvents(jobId, onJob, signal) {
         } catch {
           continue;
         }
-        const job = parsed && typeof parsed === "object" && parsed.job ? parsed.job : parsed;
-        if (!job || typeof job !== "object") continue;
-        last = { ...(last || {}), ...job };
+        if (!parsed || typeof parsed !== "object") continue;
+        if (name === "error" && parsed.error) {
+          reader.cancel().catch(() => {});
+          throw new ApiProblem(0, parsed.error.code, parsed.error.message, parsed.error.details);
+        }
+        if (name !== "job" && name !== "message") continue; // e.g. timeout: poll instead
+        last = { ...(last || {}), ...(parsed.job || parsed) };
         onJob(last);
         if (TERMINAL.has(last.state)) {
           reader.cancel().catch(() => {});
@@ -365,6 +377,8 @@ async function watchWithEvents(jobId, onJob, signal) {
         }
       } else if (line.startsWith("data:")) {
         data.push(line.slice(5).replace(/^ /, ""));
+      } else if (line.startsWith("event:")) {
+        eventName = line.slice(6).trim();
       }
     }
   }
@@ -529,6 +543,37 @@ function updateStream() {
   }
 }
 
+let streamRetries = 0;
+
+/** The stream <img> failed: ask the API why (an <img> cannot read the error) and either
+ * retry (too many streams at once: an old one is still closing) or say what is wrong. */
+async function streamFailed() {
+  const img = $("stream");
+  if (!currentAvatar || !img.src || img.src.startsWith("data:") || img.src.startsWith("blob:")) return;
+  const failed = img.src;
+  const probe = new URL(failed);
+  probe.searchParams.delete("loop");
+  probe.searchParams.set("frames", "1");
+  try {
+    const response = await request(probe.href, { cache: "no-store" });
+    await response.arrayBuffer();
+  } catch (problem) {
+    if (problem.code === "too_many_streams" || problem.code === "rate_limited") {
+      if (streamRetries < 5 && img.src === failed) {
+        streamRetries += 1;
+        setTimeout(() => img.src === failed && updateStream(), 1000 * streamRetries);
+      }
+      return;
+    }
+    showProblem(problem);
+    return;
+  }
+  if (streamRetries < 5 && img.src === failed) {
+    streamRetries += 1; // it works now: a hiccup
+    setTimeout(() => img.src === failed && updateStream(), 500);
+  }
+}
+
 function updateDownloads() {
   const base = `v1/avatars/${currentAvatar}`;
   const motion = $("motion").value || "turntable";
@@ -634,6 +679,10 @@ function setUpOrbit() {
     view.yaw = 0;
     view.elevation = 5;
     updateStream();
+  });
+  img.addEventListener("error", streamFailed);
+  img.addEventListener("load", () => {
+    if (!img.src.startsWith("data:")) streamRetries = 0;
   });
   $("motion").addEventListener("change", updateStream);
   $("size").addEventListener("change", updateStream);

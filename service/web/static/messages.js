@@ -32,7 +32,14 @@ export function explain(code, details = null) {
     case "too_many_requests":
     case "rate_limited":
       return "Too many requests right now. Wait a moment and try again.";
+    case "too_many_streams":
+      return "Too many videos are playing for you at once. Close another tab or wait a moment.";
+    case "auth_unavailable":
+      return "The server cannot check API keys right now. Please try again in a minute.";
+    case "job_finished":
+      return "This avatar is already finished.";
     case "unauthorized":
+    case "api_key_required":
     case "missing_api_key":
     case "invalid_api_key":
     case "forbidden":
