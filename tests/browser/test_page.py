@@ -12,6 +12,7 @@ Screenshots and axe reports: ``test-artifacts/browser/`` (git-ignored).
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 import time
@@ -165,6 +166,13 @@ def test_photo_to_avatar_in_the_browser(page, gateway: Gateway, photo_file: Path
     assert page.locator("#motion option").count() >= 3  # from GET v1/motions
     assert_accessible(page, "start")
 
+    # keyboard: the skip link, the API key panel, then the photo picker
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip-link"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "photos"
+
     # pick the photo, upload, watch the build stage by stage
     page.set_input_files("#photos", str(photo_file))
     assert page.locator("#previews img").count() == 1
@@ -265,10 +273,19 @@ def test_errors_are_shown_in_words(
     assert "not a photo we can read" in text and "invalid_image" in text, text
     assert page.is_enabled("#create")  # the person can try again
 
-    # a picture without a person: the build fails at its first stage
-    empty = tmp_path / "wall.png"
-    empty.write_bytes(no_person_photo)
-    page.set_input_files("#photos", str(empty))
+    # a picture without a person, dropped on the page: the build fails at its first stage
+    page.evaluate(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const data = new DataTransfer();
+            data.items.add(new File([bytes], 'wall.png', {type: 'image/png'}));
+            const zone = document.getElementById('drop-zone');
+            zone.dispatchEvent(new DragEvent('dragover', {dataTransfer: data, bubbles: true, cancelable: true}));
+            zone.dispatchEvent(new DragEvent('drop', {dataTransfer: data, bubbles: true, cancelable: true}));
+        }""",
+        base64.b64encode(no_person_photo).decode("ascii"),
+    )
+    assert page.text_content("#previews") == "wall.png"
     assert page.is_hidden("#message")
     page.click("#create")
     page.wait_for_function(

@@ -252,6 +252,11 @@ async function upload() {
 
 // ------------------------------------------------------------------- progress
 function showProgress() {
+  if (currentAvatar) {
+    stopStream(); // a new avatar replaces the one shown
+    closeViewer();
+    currentAvatar = null;
+  }
   $("progress-section").hidden = false;
   $("result-section").hidden = true;
   renderJob({ state: "queued", stage: null, progress: 0, stage_seconds: {} });
