@@ -59,16 +59,15 @@ def _metadata_segment(marker: int, payload: bytes) -> bool:
         return False
     if marker in (0xE0, 0xEE):  # JFIF / JFXX, Adobe
         return False
-    if marker == 0xE2 and payload.startswith(b"ICC_PROFILE\x00"):
-        return False
-    return True
+    return not (marker == 0xE2 and payload.startswith(b"ICC_PROFILE\x00"))
 
 
 def _strip_jpeg(data: bytes) -> Stripped:
     if not data.startswith(b"\xff\xd8"):
         raise MalformedImageError("not a JPEG")
     n = len(data)
-    out = [b"\xff\xd8"]
+    view = memoryview(data)  # slices of it are not copies; the join below copies once
+    out: list[bytes | memoryview] = [b"\xff\xd8"]
     exif: bytes | None = None
     pos = 2
     seen_frame = False
@@ -78,7 +77,7 @@ def _strip_jpeg(data: bytes) -> Stripped:
             match = _ENTROPY_MARKER.search(data, pos)
             if match is None:
                 raise MalformedImageError("JPEG ends before its end-of-image marker")
-            out.append(data[pos : match.start()])
+            out.append(view[pos : match.start()])
             pos = match.start()
         if pos + 2 > n:
             raise MalformedImageError("JPEG ends before its end-of-image marker")
@@ -112,7 +111,7 @@ def _strip_jpeg(data: bytes) -> Stripped:
         if marker == 0xE1 and exif is None and payload.startswith(b"Exif\x00\x00"):
             exif = payload[6:]
         if not _metadata_segment(marker, payload):
-            out.append(data[pos - 2 : end])  # 0xFF, marker, length, payload
+            out.append(view[pos - 2 : end])  # 0xFF, marker, length, payload
         if marker in _SOF_MARKERS:
             seen_frame = True
         pos = end
@@ -134,7 +133,8 @@ def _strip_png(data: bytes) -> Stripped:
     if not data.startswith(PNG_SIGNATURE):
         raise MalformedImageError("not a PNG")
     n = len(data)
-    out = [PNG_SIGNATURE]
+    view = memoryview(data)
+    out: list[bytes | memoryview] = [PNG_SIGNATURE]
     exif: bytes | None = None
     pos = len(PNG_SIGNATURE)
     first = True
@@ -148,7 +148,7 @@ def _strip_png(data: bytes) -> Stripped:
         end = pos + 12 + length
         if end > n:
             raise MalformedImageError("PNG ends inside a chunk")
-        body = data[pos + 4 : pos + 8 + length]
+        body = view[pos + 4 : pos + 8 + length]
         (crc,) = struct.unpack_from(">I", data, pos + 8 + length)
         if zlib.crc32(body) & 0xFFFFFFFF != crc:
             raise MalformedImageError(f"PNG chunk {kind!r} has a bad CRC")
@@ -156,11 +156,11 @@ def _strip_png(data: bytes) -> Stripped:
             raise MalformedImageError("PNG does not start with IHDR")
         first = False
         if kind == b"eXIf" and exif is None:
-            exif = body[4:]
+            exif = bytes(body[4:])
         if kind == b"IDAT":
             seen_idat = True
         if kind in _PNG_KEEP:
-            out.append(data[pos:end])
+            out.append(view[pos:end])
         elif not kind[:1].islower():  # an unknown critical chunk: no decoder can use it
             raise MalformedImageError(f"PNG has an unknown critical chunk {kind!r}")
         pos = end

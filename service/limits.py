@@ -3,9 +3,12 @@
 Rate: GCRA (the generic cell rate algorithm, a token bucket kept as one timestamp per
 key): ``rate_limit_per_s`` sustained, ``rate_limit_burst`` at once. With Redis the
 state is one key per API key, updated by a Lua script using Redis's clock, so every
-gateway process shares it; in the embedded mode (one gateway process) it lives in
-memory. A Redis outage does not take the API down with it: the limiter then lets
-requests through and logs a warning (the job store answers 503 anyway).
+gateway process shares it; a gateway takes up to ``burst // 8`` (at most 16) tokens per
+round trip and spends them within a second, so a busy key costs a Redis call every few
+requests, not every request (unspent tokens lapse: the limit can only get stricter).
+In the embedded mode (one gateway process) the state lives in memory. A Redis outage
+does not take the API down with it: the limiter then lets requests through and logs a
+warning (the job store answers 503 anyway).
 
 Streams: a slot per running stream (MJPEG, MP4 render, live socket). With Redis the
 slots of a key are members of a sorted set scored by a lease expiry that the stream
@@ -120,40 +123,53 @@ class MemoryRateLimiter:
         return None
 
 
+# Takes up to ARGV[3] tokens at once; returns {granted, seconds until the next token}.
 _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - burst * interval
-if allow_at > now then
-  return {0, tostring(allow_at - now)}
+local available = math.floor((now + burst * interval - tat) / interval + 1e-9)
+if available < 1 then
+  return {0, tostring(tat + interval - burst * interval - now)}
 end
+local granted = math.min(want, available)
+local new_tat = tat + granted * interval
 redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
-return {1, '0'}
+return {granted, '0'}
 """
 
 
 class RedisRateLimiter:
-    """GCRA in Redis: shared by every gateway process."""
+    """GCRA in Redis: shared by every gateway process (tokens fetched a few at a time)."""
+
+    #: Seconds a gateway may hold tokens it took but has not spent yet.
+    HOLD_S = 1.0
 
     def __init__(self, redis: AsyncRedis, rate_per_s: float, burst: int,
-                 prefix: str = "avatars:rate:") -> None:
+                 prefix: str = "avatars:rate:", batch: int | None = None) -> None:
         self.redis = redis
         self.interval = 1.0 / rate_per_s
         self.burst = burst
         self.prefix = prefix
+        self.batch = batch if batch is not None else max(1, min(16, burst // 8))
+        self._tokens: dict[str, tuple[int, float]] = {}
         self._sha: str | None = None
         self._warn = _Throttled()
 
     async def hit(self, key: str) -> Decision:
         from redis.exceptions import NoScriptError, RedisError
 
+        now = time.monotonic()
+        left, until = self._tokens.get(key, (0, 0.0))
+        if left > 0 and now < until:
+            self._tokens[key] = (left - 1, until)
+            return Decision(True)
         client = self.redis.get()
-        args = [repr(self.interval), str(self.burst)]
+        args = [repr(self.interval), str(self.burst), str(self.batch)]
         try:
             try:
                 if self._sha is None:
@@ -165,7 +181,14 @@ class RedisRateLimiter:
         except (RedisError, OSError) as exc:
             self._warn.warn("rate limiter: Redis unavailable (%s); not limiting", exc)
             return Decision(True)
-        return Decision(bool(int(allowed)), float(wait))
+        granted = int(allowed)
+        if granted < 1:
+            return Decision(False, float(wait))
+        if granted > 1:
+            if len(self._tokens) > 100_000:
+                self._tokens.clear()
+            self._tokens[key] = (granted - 1, now + self.HOLD_S)
+        return Decision(True)
 
 
 # ---------------------------------------------------------------------- streams

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import time
-import uuid
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -64,7 +63,7 @@ class RequestContextMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        request_id = _client_request_id(scope) or uuid.uuid4().hex
+        request_id = _client_request_id(scope) or os.urandom(16).hex()
         token = REQUEST_ID.set(request_id)
         tenant_token = TENANT.set(None)
         status = 0

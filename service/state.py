@@ -7,6 +7,7 @@ from typing import Any
 
 import anyio
 from celery import Celery
+from starlette.concurrency import run_in_threadpool
 
 from service.auth import CachedKeys, make_key_store
 from service.idempotency import IdempotencyStore, make_idempotency_store
@@ -19,9 +20,9 @@ from service.limits import (
 )
 from service.streaming import PlayerCache
 from workers.celery_app import create_celery_app, ensure_queue_folders
-from workers.jobs import JobStore, make_job_store
+from workers.jobs import Job, JobStore, RedisJobStore, make_job_store
 from workers.settings import Settings
-from workers.storage import AvatarStorage
+from workers.storage import AvatarStorage, is_valid_id
 
 
 @dataclass
@@ -83,6 +84,15 @@ class Services:
             redis=redis_client,
             redis_async=redis_async,
         )
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """A job, read without a thread hop where the store allows (Redis: async client)."""
+        if not is_valid_id(job_id):
+            return None
+        if self.redis_async is not None and isinstance(self.jobs, RedisJobStore):
+            data = await self.redis_async.get().hgetall(self.jobs.key(job_id))
+            return RedisJobStore.job_from_hash(data)
+        return await run_in_threadpool(self.jobs.get, job_id)
 
     async def aclose(self) -> None:
         """Close the async clients (on the loop that used them)."""

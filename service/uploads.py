@@ -36,11 +36,17 @@ from typing import BinaryIO
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from PIL import Image, UnidentifiedImageError
+from starlette.formparsers import MultiPartParser
 from starlette.types import Message, Receive
 
 from service.api.errors import ApiError
 from service.imagemeta import MalformedImageError, exif_orientation, strip_metadata, upright
 from workers.storage import NewPhoto
+
+#: Uploaded parts stay in memory up to this size (Starlette's default, 1 MiB, sends a
+#: 3 MB photo to a temporary file in ~30 thread hops). Memory per upload is bounded by
+#: ``max_upload_mb`` anyway; larger parts still spill to disk.
+MultiPartParser.spool_max_size = 8 * 1024 * 1024
 
 #: Pillow format names by file signature.
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -128,7 +134,7 @@ def validate_photo(
         width=width,
         height=height,
         original_filename=filename,
-        source_sha256=hashlib.sha256(data).hexdigest(),
+        sha256=hashlib.sha256(stored).hexdigest(),
     )
 
 

@@ -147,7 +147,7 @@ def two_keys(locked_settings: Settings) -> tuple[str, str]:
 def test_settings_anonymous_default() -> None:
     assert Settings(redis_url=None, host="127.0.0.1").anonymous_allowed
     assert Settings(redis_url=None, host="::1").anonymous_allowed
-    assert not Settings(redis_url=None, host="0.0.0.0").anonymous_allowed  # noqa: S104
+    assert not Settings(redis_url=None, host="0.0.0.0").anonymous_allowed
     assert not Settings(redis_url="redis://localhost:6379/0").anonymous_allowed
     assert Settings(redis_url="redis://x:1/0", allow_anonymous=True).anonymous_allowed
     assert not Settings(redis_url=None, allow_anonymous=False).anonymous_allowed

@@ -204,3 +204,23 @@ def test_limits_are_timely() -> None:
     for i in range(20_000):
         limiter.hit_now(f"k{i % 100}")
     assert time.perf_counter() - started < 1.0
+
+
+def test_redis_rate_limiter_takes_tokens_in_batches(redis_server: str) -> None:
+    """Gateways fetch a few tokens per round trip; together they never exceed the burst."""
+
+    async def run() -> int:
+        prefix = f"test:{new_id()}:rate:"
+        limiters = [
+            RedisRateLimiter(AsyncRedis(redis_server), rate_per_s=0.01, burst=64, prefix=prefix)
+            for _ in range(3)
+        ]
+        assert limiters[0].batch == 8
+        allowed = 0
+        for i in range(120):
+            allowed += (await limiters[i % 3].hit("key")).allowed
+        for limiter in limiters:
+            await limiter.redis.aclose()
+        return allowed
+
+    assert asyncio.run(run()) == 64

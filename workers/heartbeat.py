@@ -79,7 +79,7 @@ class HeartbeatWriter:
         while not self._stop.wait(self.settings.worker_heartbeat_s):
             try:
                 self.beat()
-            except Exception:  # noqa: BLE001 - disk or Redis down: keep trying
+            except Exception:
                 if not self._failing:
                     log.warning("could not write worker heartbeat %s", self.name, exc_info=True)
                 self._failing = True
@@ -106,7 +106,7 @@ class HeartbeatWriter:
             return
         try:
             self.beat()
-        except Exception:  # noqa: BLE001 - the thread retries
+        except Exception:
             log.warning("could not write worker heartbeat %s", self.name, exc_info=True)
         self.prune_dead()
         self._thread = threading.Thread(target=self._run, name="avatars-heartbeat", daemon=True)

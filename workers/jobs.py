@@ -425,6 +425,17 @@ class RedisJobStore(JobStore):
     def _key(self, job_id: str) -> str:
         return f"{self.prefix}{job_id}"
 
+    def key(self, job_id: str) -> str:
+        """The Redis key of a job (for readers with their own client, e.g. async ones)."""
+        return self._key(job_id)
+
+    @staticmethod
+    def job_from_hash(data: Mapping[str, str]) -> Job | None:
+        """The job a ``HGETALL`` of its key returned (None for an empty answer)."""
+        if not data or "state" not in data:
+            return None
+        return RedisJobStore._hash_to_job(data)
+
     @staticmethod
     def _hash_to_job(data: Mapping[str, str]) -> Job:
         seconds = {

@@ -148,7 +148,7 @@ def configure_logging(fmt: str = "json", level: int = logging.INFO) -> None:
         logger.propagate = True
 
 
-def serve_metrics(port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 - operators choose
+def serve_metrics(port: int, host: str = "0.0.0.0") -> None:
     """Serve this process's metrics (all processes', in multiprocess mode) over HTTP."""
     import os
 

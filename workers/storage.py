@@ -19,6 +19,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -90,6 +91,20 @@ def atomic_write_stream(path: Path, source: BinaryIO) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+def _write_new_file(path: Path, source: io.BytesIO) -> int:
+    """Write a new file inside a directory still being assembled (renamed into place
+    later, so the file itself needs no temporary name); fsynced. Returns its size."""
+    buffer = source.getbuffer()
+    try:
+        with open(path, "xb") as out:
+            out.write(buffer)
+            out.flush()
+            os.fsync(out.fileno())
+        return buffer.nbytes
+    finally:
+        buffer.release()
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented UTF-8 JSON, atomically."""
     atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode("utf-8") + b"\n")
@@ -117,8 +132,8 @@ class NewPhoto:
 
     ``fileobj`` is positioned anywhere; it is rewound before copying. ``fmt`` is the
     format Pillow decoded ("JPEG", "PNG" or "WEBP"), not what the client claimed.
-    ``source_sha256`` is the digest of the bytes as uploaded (before metadata was
-    stripped), when known.
+    ``sha256``, when given, is the digest of the bytes ``fileobj`` holds (a
+    ``BytesIO``): they are then written in one piece without hashing them again.
     """
 
     fileobj: BinaryIO
@@ -126,7 +141,7 @@ class NewPhoto:
     width: int
     height: int
     original_filename: str | None = None
-    source_sha256: str | None = None
+    sha256: str | None = None
 
 
 class AvatarStorage:
@@ -210,8 +225,12 @@ class AvatarStorage:
             for index, photo in enumerate(photos):
                 ext = EXTENSIONS[photo.fmt]
                 name = f"photo_{index}.{ext}"
-                photo.fileobj.seek(0)
-                size, sha256 = atomic_write_stream(originals / name, photo.fileobj)
+                if photo.sha256 is not None and isinstance(photo.fileobj, io.BytesIO):
+                    size = _write_new_file(originals / name, photo.fileobj)
+                    sha256 = photo.sha256
+                else:
+                    photo.fileobj.seek(0)
+                    size, sha256 = atomic_write_stream(originals / name, photo.fileobj)
                 entries.append(
                     {
                         "index": index,

@@ -30,30 +30,36 @@ from workers.settings import Settings
 from workers.storage import AvatarStorage, is_valid_id
 
 
-def get_services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
+    return request.app.state.services
+
+
+# Dependencies are ``async def`` although they do no I/O: FastAPI runs plain ``def``
+# dependencies in a worker thread, a thread hop per dependency per request.
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings_dep(services: ServicesDep) -> Settings:
+async def get_settings_dep(services: ServicesDep) -> Settings:
     return services.settings
 
 
-def get_storage(services: ServicesDep) -> AvatarStorage:
+async def get_storage(services: ServicesDep) -> AvatarStorage:
     return services.storage
 
 
-def get_jobs(services: ServicesDep) -> JobStore:
+async def get_jobs(services: ServicesDep) -> JobStore:
     return services.jobs
 
 
-def get_celery(services: ServicesDep) -> Celery:
+async def get_celery(services: ServicesDep) -> Celery:
     return services.celery
 
 
-def get_players(services: ServicesDep) -> PlayerCache:
+async def get_players(services: ServicesDep) -> PlayerCache:
     return services.players
 
 
@@ -144,7 +150,7 @@ async def authenticate_request(request: Request) -> Principal:
     done = getattr(request.state, "principal", None)
     if done is not None:
         return done
-    services = get_services(request)
+    services = services_of(request)
     client = request.client.host if request.client else None
     principal = await resolve_principal(services, presented_key(request.headers), client)
     bind_tenant(principal.tenant, principal.key_id)
@@ -198,8 +204,10 @@ async def get_existing_avatar(
     return AvatarRecord(avatar_id, meta)
 
 
-async def get_existing_job(job_id: JobIdPath, jobs: JobStoreDep, principal: CurrentTenant) -> Job:
-    job = await run_in_threadpool(jobs.get, job_id) if is_valid_id(job_id) else None
+async def get_existing_job(
+    job_id: JobIdPath, services: ServicesDep, principal: CurrentTenant
+) -> Job:
+    job = await services.get_job(job_id)
     if job is None or job.tenant != principal.tenant:
         raise ApiError(404, "job_not_found", "No job with this id.", {"job_id": job_id})
     return job

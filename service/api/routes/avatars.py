@@ -175,10 +175,11 @@ def avatar_links(avatar_id: str, job_id: str) -> AvatarLinks:
 
 
 def _fingerprint(photos: list[Any]) -> str:
-    """What makes two uploads "the same request": their photos' bytes, in order."""
+    """What makes two uploads "the same request": their photos, in order (as stored:
+    photos that differ only in metadata are the same photos)."""
     import hashlib
 
-    return hashlib.sha256("\n".join(p.source_sha256 for p in photos).encode()).hexdigest()
+    return hashlib.sha256("\n".join(p.sha256 for p in photos).encode()).hexdigest()
 
 
 def _created_response(avatar_id: str, job_id: str, replayed: bool = False) -> JSONResponse:
@@ -288,27 +289,34 @@ async def create_avatar(
 async def _store_and_enqueue(
     services: Any, validated: list[Any], avatar_id: str, job_id: str, tenant: str
 ) -> None:
-    """Store the photos, record the job, send it; undo what was done on failure (503)."""
+    """Store the photos, record the job, send it (one worker thread for the three)."""
+    await run_in_threadpool(
+        _store_and_enqueue_blocking, services, validated, avatar_id, job_id, tenant
+    )
+
+
+def _store_and_enqueue_blocking(
+    services: Any, validated: list[Any], avatar_id: str, job_id: str, tenant: str
+) -> None:
+    """Blocking part of ``_store_and_enqueue``; undoes what was done on failure (503)."""
     storage, jobs, celery = services.storage, services.jobs, services.celery
     try:
-        await run_in_threadpool(
-            partial(storage.create, validated, job_id=job_id, avatar_id=avatar_id, tenant=tenant)
-        )
+        storage.create(validated, job_id=job_id, avatar_id=avatar_id, tenant=tenant)
     except OSError as exc:
         log.exception("could not store avatar %s", avatar_id)
         raise ApiError(503, "storage_unavailable", "The photos could not be stored.") from exc
     try:
-        await run_in_threadpool(jobs.create, job_id, avatar_id, tenant)
+        jobs.create(job_id, avatar_id, tenant)
     except Exception as exc:
         log.exception("job store unavailable; dropping avatar %s", avatar_id)
-        await run_in_threadpool(storage.delete, avatar_id)
+        storage.delete(avatar_id)
         raise ApiError(503, "job_store_unavailable", "The job store is unavailable.") from exc
     try:
-        await run_in_threadpool(enqueue_avatar, avatar_id, job_id, celery)
+        enqueue_avatar(avatar_id, job_id, celery)
     except Exception as exc:
         log.exception("broker unavailable; dropping avatar %s", avatar_id)
-        await run_in_threadpool(jobs.delete, job_id)
-        await run_in_threadpool(storage.delete, avatar_id)
+        jobs.delete(job_id)
+        storage.delete(avatar_id)
         raise ApiError(503, "queue_unavailable", "The job queue is unavailable.") from exc
 
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Depends
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import ExistingJob, JobStoreDep, SettingsDep, authenticate
+from service.api.deps import ExistingJob, JobStoreDep, ServicesDep, SettingsDep, authenticate
 from service.api.errors import ApiError
 from service.api.schemas import ErrorResponse, JobPublic
-from workers.jobs import Job, JobNotFoundError, JobState, JobStore
+from workers.jobs import Job, JobNotFoundError, JobState
 from workers.observability import JOBS_FINISHED
 from workers.settings import Settings
 
@@ -28,9 +28,10 @@ EVENT_STREAM = "text/event-stream"
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=_ERRORS)
-async def get_job(job: ExistingJob) -> JobPublic:
+async def get_job(job: ExistingJob) -> Response:
     """State, stage, progress 0..1, seconds per stage and error of a job."""
-    return JobPublic.from_job(job)
+    # serialized here, once: the hot path of every polling client
+    return Response(JobPublic.from_job(job).model_dump_json(), media_type="application/json")
 
 
 @router.delete("/{job_id}", response_model=JobPublic, responses=_ERRORS)
@@ -63,7 +64,9 @@ def _snapshot(job: Job) -> tuple[Any, ...]:
     return (job.state, job.stage, job.progress, job.error, tuple(sorted(job.stage_seconds)))
 
 
-async def job_events(jobs: JobStore, first: Job, settings: Settings) -> AsyncIterator[bytes]:
+async def job_events(
+    read: Callable[[str], Awaitable[Job | None]], first: Job, settings: Settings
+) -> AsyncIterator[bytes]:
     """Events of one job: an ``job`` event (the job as ``GET /v1/jobs/{id}`` shows it)
     whenever its state, stage, progress or error changes, until it is final; a comment
     line when nothing was sent for ``events_heartbeat_s``; at most ``events_max_s``
@@ -93,7 +96,7 @@ async def job_events(jobs: JobStore, first: Job, settings: Settings) -> AsyncIte
             yield b": keep-alive\n\n"
             last_sent_at = now
         await anyio.sleep(settings.events_poll_s)
-        job = await run_in_threadpool(jobs.get, first.id)
+        job = await read(first.id)
 
 
 @router.get(
@@ -102,13 +105,13 @@ async def job_events(jobs: JobStore, first: Job, settings: Settings) -> AsyncIte
     responses={200: {"content": {EVENT_STREAM: {"schema": {"type": "string"}}}}, **_ERRORS},
 )
 async def get_job_events(
-    job: ExistingJob, jobs: JobStoreDep, settings: SettingsDep
+    job: ExistingJob, services: ServicesDep, settings: SettingsDep
 ) -> StreamingResponse:
     """Server-Sent Events of a job: ``event: job`` with the job (as ``GET /v1/jobs/{id}``)
     on every change of state, stage or progress, until the job is final; ``: keep-alive``
     comments while idle; the stream ends after ``events_max_s`` with ``event: timeout``."""
     return StreamingResponse(
-        job_events(jobs, job, settings),
+        job_events(services.get_job, job, settings),
         media_type=EVENT_STREAM,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
