@@ -33,9 +33,19 @@ channel) is computed over the mask's bounding box with both images set to black 
 the mask (numpy + scipy, no extra dependency).
 
 Methods, all from the same run and the same observed texture (texture/observed.png):
-``pipeline`` (the product: mirror, nearest surface, pull-push), ``baseline_mean`` (every
-unseen texel = the mean observed colour), ``baseline_mirror`` (left/right mirror, then the
-mean). Fit figures are shared by the three; ``inpaint_seconds_median`` is each method's own.
+``pipeline`` (the product with its default, AVATARS_INPAINT_METHOD: diffusion when the
+model is present), ``diffusion`` (the texture-space diffusion model, models/inpaint),
+``classical`` (mirror, nearest surface, pull-push), ``baseline_mean`` (every unseen texel =
+the mean observed colour), ``baseline_mirror`` (left/right mirror, then the mean). Fit
+figures are shared; ``inpaint_seconds_median`` is each method's own (the diffusion
+model's one-off load is not counted), ``inpaint_steps`` the sampling steps used.
+
+Same-view figures beside ``same_view_psnr`` (which mixes fit and texture errors: a
+ground-truth person pixel the fitted body does not cover is black in the render):
+``same_view_psnr_on_avatar`` counts only the ground-truth mask's pixels the fitted avatar
+covers; ``same_view_psnr_gt_fit`` unprojects the photo through the ground-truth body,
+pose and camera (the texture path alone, as if the fit were perfect; classical fill) and
+renders it the same way.
 
 With ``--photos DIR``: every image there (png/jpg/jpeg/webp; not ``*_mask.png``; other files
 such as ``*_clothes.json`` are ignored) goes through the same stages; ``fit_iou`` is
@@ -65,7 +75,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 SEED_OFFSET = 1_000_000
-METHODS = ("pipeline", "baseline_mean", "baseline_mirror")
+METHODS = ("pipeline", "diffusion", "classical", "baseline_mean", "baseline_mirror")
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -156,6 +166,7 @@ class Context:
         out = {"pipeline": (_load_rgb(tex_dir / "inpainted.png"), float("nan"))}
         obs = _load_rgb(tex_dir / "observed.png").astype(np.float32) / 255.0
         seen = _load_gray(tex_dir / "observed_mask.png") > 127
+        out.update(self.model_fills(obs, seen, shape))
         t0 = time.perf_counter()
         mean = obs[seen].mean(0) if seen.any() else np.full(3, 0.5, np.float32)
         tex = np.where(seen[..., None], obs, mean)
@@ -177,6 +188,42 @@ class Context:
         tex = np.where(seen[..., None], obs, np.where(up_m[..., None], up_rgb, mean))
         out["baseline_mirror"] = (_u8(tex), time.perf_counter() - t0)
         return out, seen
+
+
+    def model_fills(self, obs: np.ndarray, seen: np.ndarray, shape: np.ndarray) -> dict:
+        """The diffusion model's and the classical fill's textures (uint8, seconds, steps)."""
+        from models.inpaint.apply import diffusion_fill
+        from models.inpaint.registry import get_inpainter, model_source
+        from models.pipeline import _rest_split_vertices
+        from models.texture.atlas import texel_attribute
+        from models.texture.fill import classical_fill
+
+        out = {}
+        t0 = time.perf_counter()
+        pos = texel_attribute(self.tm, _rest_split_vertices(self.body, shape), self.body.topology.faces)
+        tex = classical_fill(obs, seen.astype(np.float32), pos, self.tm.covered)
+        out["classical"] = (_u8(tex), time.perf_counter() - t0, None)
+        if model_source() is not None:
+            inpainter = get_inpainter()  # loaded once (not timed)
+            res = diffusion_fill(obs, seen, self.tm.covered, self.body, inpainter)
+            out["diffusion"] = (_u8(res.texture), res.seconds, res.steps)
+        return out
+
+    def gt_fit_same_view(self, s) -> np.ndarray:
+        """The photo unprojected through the ground-truth body, pose and camera (classical
+        fill), rendered from the photo's camera: the texture path without fit errors."""
+        from models.pipeline import _rest_split_vertices
+        from models.texture.atlas import texel_attribute
+        from models.texture.fill import classical_fill
+        from models.texture.unproject import limb_parts, unproject_photo
+
+        top = self.body.topology
+        vs = self.gen.posed_split_vertices(s.shape, s.pose)
+        part = unproject_photo(s.image, s.mask.astype(np.float32), vs, top.faces, s.camera, self.tm,
+                               face_part=limb_parts(top))
+        pos = texel_attribute(self.tm, _rest_split_vertices(self.body, s.shape), top.faces)
+        tex = classical_fill(part.rgb, part.weight, pos, self.tm.covered)
+        return self.gen.render(vs, s.camera, _u8(tex))[0]
 
 
 def _block_mean(a: np.ndarray, w: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
@@ -272,16 +319,20 @@ def score_sample(ctx: Context, seed: int, work: Path) -> dict:
     gt_vs = gen.posed_split_vertices(s.shape, s.pose)
     row["methods"] = {}
     images = {}
-    for name, (tex, sec) in texs.items():
-        front, _ = gen.render(vs, cam, tex)
+    quality = json.loads((d / "quality.json").read_text())
+    row["same_view_psnr_gt_fit"] = masked_psnr(ctx.gt_fit_same_view(s), s.image, s.mask)
+    for name, (tex, sec, *steps) in texs.items():
+        front, sil = gen.render(vs, cam, tex)
         bimg, _ = gen.render(gt_vs, back.camera, tex, antialias=False)
         m = {
             "same_view_psnr": masked_psnr(front, s.image, s.mask),
+            "same_view_psnr_on_avatar": masked_psnr(front, s.image, s.mask & sil),
             "same_view_ssim": masked_ssim(front, s.image, s.mask),
             "back_view_psnr": masked_psnr(bimg, back.image, back.mask),
             "back_view_ssim": masked_ssim(bimg, back.image, back.mask),
             "unseen_texel_psnr": texel_psnr(tex, s.texture, unseen),
             "inpaint_seconds": timings["inpaint"] if name == "pipeline" else sec,
+            "inpaint_steps": quality["inpaint"].get("steps") if name == "pipeline" else (steps[0] if steps else None),
         }
         row["methods"][name] = m
         images[name] = (front, bimg)
@@ -375,7 +426,9 @@ def summarize(rows: list[dict]) -> dict:
     }
     methods = {}
     for name in METHODS:
-        m = [r["methods"][name] for r in ok]
+        m = [r["methods"][name] for r in ok if name in r["methods"]]
+        if not m:  # e.g. diffusion without a model
+            continue
         methods[name] = {
             **shared,
             "same_view_psnr": _mean(x["same_view_psnr"] for x in m),
@@ -383,7 +436,10 @@ def summarize(rows: list[dict]) -> dict:
             "back_view_psnr": _mean(x["back_view_psnr"] for x in m),
             "back_view_ssim": _mean(x["back_view_ssim"] for x in m),
             "unseen_texel_psnr": _mean(x["unseen_texel_psnr"] for x in m),
+            "same_view_psnr_on_avatar": _mean(x["same_view_psnr_on_avatar"] for x in m),
+            "same_view_psnr_gt_fit": _mean(r["same_view_psnr_gt_fit"] for r in ok),
             "inpaint_seconds_median": _median(x["inpaint_seconds"] for x in m),
+            "inpaint_steps": _median(x["inpaint_steps"] for x in m),
         }
     return methods
 
@@ -455,7 +511,10 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"sample {i} seed {seed}: iou {r['fit_iou']:.3f} kp {r['kp_err_pct']:.2f}% "
                       f"front {p['same_view_psnr']:.2f} dB back {p['back_view_psnr']:.2f} dB "
                       f"(mean {r['methods']['baseline_mean']['back_view_psnr']:.2f}, "
-                      f"mirror {r['methods']['baseline_mirror']['back_view_psnr']:.2f})", flush=True)
+                      f"mirror {r['methods']['baseline_mirror']['back_view_psnr']:.2f}, "
+                      f"classical {r['methods']['classical']['back_view_psnr']:.2f}"
+                      + (f", diffusion {r['methods']['diffusion']['back_view_psnr']:.2f}"
+                         if "diffusion" in r["methods"] else "") + ")", flush=True)
         photo_rows = []
         if args.photos:
             for path in list_photos(args.photos):

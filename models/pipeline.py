@@ -4,8 +4,10 @@
     avatar_dir/fit/mask_<i>.png              person mask per photo        } fit stage
     avatar_dir/fit/fit.json                  shape, poses, cameras, errors }
     avatar_dir/texture/observed.png          texels sampled from the photos  } inpaint stage
-    avatar_dir/texture/observed_mask.png     which texels were observed      }
-    avatar_dir/texture/inpainted.png         the final texture               }
+    avatar_dir/texture/observed_mask.png     which texels were observed (sampled or gap-filled)
+    avatar_dir/texture/sampled_mask.png, gap_filled_mask.png, unseen_mask.png   the three masks
+    avatar_dir/texture/inpainted_low.png     the diffusion model's texture (64x64, colour-matched)
+    avatar_dir/texture/inpainted.png         the final texture (the bundle's) }
     avatar_dir/avatar.glb, quality.json      the bundle and its quality report
 
 Every file is written atomically, and a stage only reads what the previous one finished,
@@ -118,9 +120,9 @@ def inpaint_stage(avatar_dir: Path, progress: Progress | None = None) -> dict[st
     from models.body.registry import get_body
     from models.fit.camera import Camera
     from models.fit.fit_body import posed_vertices
+    from models.inpaint.apply import fill_unseen
     from models.texture.atlas import texel_attribute, texel_map
-    from models.texture.fill import classical_fill
-    from models.texture.unproject import merge, unproject_photo
+    from models.texture.unproject import limb_parts, merge, unproject_photo
 
     progress = progress or _noop
     avatar_dir = Path(avatar_dir)
@@ -136,27 +138,34 @@ def inpaint_stage(avatar_dir: Path, progress: Progress | None = None) -> dict[st
     t0 = time.perf_counter()
     progress("texture", 0.0)
     tm = texel_map(top.uvs, top.faces, TEXTURE_SIZE)
+    face_part = limb_parts(top)  # per-limb labels for the self-occlusion edges
     partials = []
     for i, path in enumerate(photos):
         img = _load(path)
         mask = np.asarray(_load_mask(avatar_dir / "fit" / f"mask_{i}.png"), np.float32) / 255.0
         cam = Camera.from_dict(fit["cameras"][i])
         verts = posed_vertices(body, shape, np.asarray(fit["poses"][i], np.float32))[top.source_vertex]
-        partials.append(unproject_photo(img, mask, verts, top.faces, cam, tm))
+        partials.append(unproject_photo(img, mask, verts, top.faces, cam, tm, face_part=face_part))
         progress("texture", (i + 1) / len(photos))
     observed = merge(partials)
     tex_dir = avatar_dir / "texture"
     atomic_write_png(tex_dir / "observed.png", to_uint8(observed.rgb))
-    atomic_write_png(tex_dir / "observed_mask.png", to_uint8(observed.weight > 0))
+    atomic_write_png(tex_dir / "observed_mask.png", to_uint8(observed.weight > 0))  # sampled or gap-filled
+    atomic_write_png(tex_dir / "sampled_mask.png", to_uint8(observed.sampled))
+    atomic_write_png(tex_dir / "gap_filled_mask.png", to_uint8(observed.gap_filled))
+    atomic_write_png(tex_dir / "unseen_mask.png", to_uint8(observed.unseen(tm.covered)))
     t_texture = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     progress("inpaint", 0.0)
-    rest = _rest_split_vertices(body, shape)
-    texel_pos = texel_attribute(tm, rest, top.faces)
-    filled = classical_fill(observed.rgb, observed.weight, texel_pos, tm.covered)
-    final = to_uint8(filled)
-    atomic_write_png(tex_dir / "inpainted.png", final)
+    filled = fill_unseen(observed.rgb, observed.weight, tm.covered, body,
+                         lambda: texel_attribute(tm, _rest_split_vertices(body, shape), top.faces))
+    if filled.low is not None:
+        atomic_write_png(tex_dir / "inpainted_low.png", to_uint8(filled.low))  # the model's texture
+    else:
+        (tex_dir / "inpainted_low.png").unlink(missing_ok=True)  # from an earlier diffusion run
+    final = to_uint8(filled.texture)
+    atomic_write_png(tex_dir / "inpainted.png", final)  # the texture in the bundle
     progress("inpaint", 1.0)
     t_inpaint = time.perf_counter() - t0
 
@@ -172,7 +181,7 @@ def inpaint_stage(avatar_dir: Path, progress: Progress | None = None) -> dict[st
             "size": TEXTURE_SIZE,
             "observed_fraction": float((observed.weight > 0)[tm.covered].mean()),
         },
-        "inpaint": {"method": "classical"},
+        "inpaint": filled.info,
         "warnings": fit["warnings"],
     }
     bake(body, shape, final, avatar_dir / "avatar.glb", extras={"quality": quality})

@@ -396,10 +396,14 @@ def train_group() -> None:
               help="Pair i uses the synthetic person SEED + i (must stay below 1,000,000).")
 @click.option("--size", type=click.IntRange(16, 512), default=64, show_default=True,
               help="Atlas size of the model.")
+@click.option("--photo-size", type=click.IntRange(64, 2048), default=512, show_default=True,
+              help="Size of the synthetic photos.")
+@click.option("--texel-size", type=click.IntRange(16, 1024), default=256, show_default=True,
+              help="Atlas the photos are unprojected into (then averaged down to --size).")
 @click.option("-o", "--out", "out_dir", required=True,
               type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
 @friendly_errors
-def train_data(n: int, seed: int, size: int, out_dir: Path) -> None:
+def train_data(n: int, seed: int, size: int, photo_size: int, texel_size: int, out_dir: Path) -> None:
     """Write inpainting training pairs (partial -> full texture) to DIR; resumable."""
     from tqdm import tqdm
 
@@ -409,7 +413,8 @@ def train_data(n: int, seed: int, size: int, out_dir: Path) -> None:
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        stats = write_pairs(out_dir, n, seed=seed, settings=PairSettings(size=size), progress=progress)
+        stats = write_pairs(out_dir, n, seed=seed, progress=progress,
+                            settings=PairSettings(size=size, photo_size=photo_size, texel_size=texel_size))
     click.echo(f"{n} pairs in {out_dir} ({stats['made']} made in {stats['seconds']} s)")
 
 
@@ -448,7 +453,8 @@ def train_inpaint(data_dir: Path, out_dir: Path, steps: int, batch_size: int, lr
         raise click.BadParameter(f"expected comma-separated integers, got {channels!r}",
                                  param_hint="--channels") from None
     cfg = InpaintConfig(atlas_size=data_settings(data_dir).size, block_out_channels=blocks,
-                        attention_levels=(len(blocks) - 1,))
+                        attention_levels=(len(blocks) - 1,), attention_head_dim=min(32, blocks[-1]),
+                        norm_num_groups=min(8, blocks[0]))
     settings = TrainSettings(steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
                              val_every=val_every, max_minutes=max_minutes, threads=threads)
     command = " ".join(["avatars", *sys.argv[1:]])
