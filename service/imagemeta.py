@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import re
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Final
@@ -224,9 +225,11 @@ def exif_orientation(exif: bytes | None) -> int:
     if not exif:
         return 1
     try:
-        value = Image.Exif()
-        value.load(exif if exif.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + exif)
-        orientation = int(value.get(0x0112, 1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about damaged tags
+            value = Image.Exif()
+            value.load(exif if exif.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + exif)
+            orientation = int(value.get(0x0112, 1))
     except Exception:  # noqa: BLE001 - unreadable EXIF is stripped anyway
         return 1
     return orientation if 1 <= orientation <= 8 else 1

@@ -75,6 +75,10 @@ class Settings(BaseSettings):
         description="Hard time limit of one stage (the pool process is killed). Default: "
         "90 % of the visibility timeout; must stay below it.",
     )
+    store_outage_wait_s: float = Field(
+        default=60.0, ge=0, description="How long a worker waits for the job store (Redis) "
+        "to come back before handing its message back to the broker.",
+    )
     task_max_deliveries: int = Field(
         default=3,
         ge=1,

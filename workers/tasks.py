@@ -12,7 +12,12 @@ and turns failures into a job error with a stable code:
 - anything else: job failed with ``internal_error`` and a generic message; the
   traceback goes to the worker log, never to the client.
 
-Faults: each delivery of a stage is counted in the job store first. A delivery that
+Faults: a job store (Redis) that goes away for a moment is waited for
+(``store_outage_wait_s``); if it stays away, the message is handed back to the broker
+(rejected with requeue; if the broker is down too, it stays unacked and comes back
+after the visibility timeout), never dropped. Celery's own retry is used only while
+the broker answers: a retry that cannot be published would drop the message.
+Each delivery of a stage is counted in the job store first. A delivery that
 never finished (its worker was killed: acks_late puts the message back) shows up as
 one more delivery than retries explain; after ``task_max_deliveries`` of those the
 job fails with ``worker_crashed`` and the message is acknowledged, so a photo that
@@ -38,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Ignore, Retry, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from celery.signals import worker_ready, worker_shutdown
 
 from workers.celery_app import FIT_QUEUE, FIT_TASK, INPAINT_QUEUE, INPAINT_TASK, app
@@ -142,6 +147,39 @@ def _transient_infra_errors() -> tuple[type[BaseException], ...]:
     return (RedisConnectionError, RedisTimeoutError)
 
 
+def patiently(settings: Settings, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a job store operation, waiting out a short outage of the store (Redis
+    restarting): connection errors are retried with backoff for ``store_outage_wait_s``,
+    then raised."""
+    deadline = time.monotonic() + settings.store_outage_wait_s
+    delay = 0.25
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except _transient_infra_errors() as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("job store unreachable (%s); trying again in %.1f s", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _give_back(exc: BaseException) -> Reject:
+    """Hand the message back to the broker (requeue); never drop it."""
+    log.error("job store unreachable for too long (%s); handing the message back", exc)
+    return Reject(exc, requeue=True)
+
+
+def _retry(task: Task, exc: BaseException, delay: float) -> BaseException:
+    """Celery's retry; if it cannot be published (broker down), requeue instead of the
+    drop Celery would do."""
+    try:
+        return task.retry(exc=exc, countdown=delay)
+    except Reject as rejected:
+        log.warning("could not schedule a retry (%s); requeueing", rejected.reason)
+        return Reject(exc, requeue=True)
+
+
 def _run_stage(
     task: Task, *, name: str, stages: tuple[str, ...], last: bool, avatar_id: str, job_id: str
 ) -> dict[str, Any]:
@@ -158,20 +196,29 @@ def _run_stage_in_context(
     ctx = worker_context()
     retries = task.request.retries or 0
     try:
-        job = ctx.jobs.get(job_id)
+        job = patiently(ctx.settings, ctx.jobs.get, job_id)
     except _transient_infra_errors() as exc:
-        log.warning("%s: job store unreachable (%s); retrying", name, exc)
-        raise task.retry(exc=exc, countdown=retry_delay(ctx.settings, retries)) from exc
+        raise _give_back(exc) from exc
     if job is None:
         log.warning("%s: job %s does not exist; dropping the message", name, job_id)
         raise Ignore()
     if job.finished:
         log.info("%s: job %s already %s; nothing to do", name, job_id, job.state.value)
         raise Ignore()
+    if not last and all(stage in job.stage_seconds for stage in stages):
+        # A redelivered message of a stage that finished (its worker died before the
+        # ack): pass the job on instead of running the stage again.
+        log.info("%s: job %s already did this stage; passing it on", name, job_id)
+        return {"avatar_id": avatar_id, "job_id": job_id, "seconds": {}}
 
     def fail(code: str, message: str) -> None:
         try:
-            ctx.jobs.update(job_id, state=JobState.FAILED, error=JobError(code, message))
+            patiently(
+                ctx.settings, ctx.jobs.update, job_id,
+                state=JobState.FAILED, error=JobError(code, message),
+            )
+        except _transient_infra_errors() as exc:
+            raise _give_back(exc) from exc
         except JobNotFoundError:
             log.warning("job %s vanished before it could be marked failed", job_id)
             return
@@ -182,12 +229,16 @@ def _run_stage_in_context(
         JOBS_FINISHED.labels(JobState.FAILED.value).inc()
 
     TASK_DELIVERIES.labels(name).inc()
-    deliveries = ctx.jobs.count_delivery(job_id, name)
+    try:
+        deliveries = patiently(ctx.settings, ctx.jobs.count_delivery, job_id, name)
+    except _transient_infra_errors() as exc:
+        raise _give_back(exc) from exc
     lost = deliveries - 1 - retries
     if lost > 0:
         log.warning(
             "%s: job %s delivered again after %d unfinished run(s) (worker lost)", name, job_id, lost
         )
+    log.info("%s: job %s started (delivery %d, retry %d)", name, job_id, deliveries, retries)
     if lost >= ctx.settings.task_max_deliveries:
         log.error("%s: job %s gave up after %d lost runs", name, job_id, lost)
         fail(
@@ -201,7 +252,9 @@ def _run_stage_in_context(
         raise Ignore()
 
     try:
-        ctx.jobs.update(
+        patiently(
+            ctx.settings,
+            ctx.jobs.update,
             job_id,
             state=JobState.RUNNING,
             stage=stages[0],
@@ -211,6 +264,8 @@ def _run_stage_in_context(
     except JobCancelledError:
         log.info("%s: job %s was cancelled before it started", name, job_id)
         raise Ignore() from None
+    except _transient_infra_errors() as exc:
+        raise _give_back(exc) from exc
     from models import pipeline
     from models.errors import PipelineError
 
@@ -236,18 +291,12 @@ def _run_stage_in_context(
                 "%s: transient error on job %s (%s), retry %d in %.1f s",
                 name, job_id, exc.code, retries + 1, delay,
             )
-            raise task.retry(exc=exc, countdown=delay) from exc
+            raise _retry(task, exc, delay) from exc
         log.info("%s: job %s failed: %s: %s", name, job_id, exc.code, exc.message)
         fail(str(exc.code), str(exc.message))
         raise Ignore() from exc
     except _transient_infra_errors() as exc:
-        if retries < ctx.settings.task_max_retries:
-            delay = retry_delay(ctx.settings, retries)
-            log.warning("%s: job store error on job %s (%s), retry in %.1f s", name, job_id, exc, delay)
-            raise task.retry(exc=exc, countdown=delay) from exc
-        log.exception("%s: job store error on job %s; giving up", name, job_id)
-        fail("internal_error", INTERNAL_ERROR_MESSAGE)
-        raise Ignore() from None
+        raise _give_back(exc) from exc
     except Exception:
         log.exception("%s: unexpected error on job %s (avatar %s)", name, job_id, avatar_id)
         fail("internal_error", INTERNAL_ERROR_MESSAGE)
@@ -261,15 +310,21 @@ def _run_stage_in_context(
     end = overall_progress(stages[-1], 1.0)
     try:
         if last:
-            ctx.jobs.update(
-                job_id, state=JobState.SUCCEEDED, stage=None, progress=1.0, stage_seconds=seconds
+            patiently(
+                ctx.settings, ctx.jobs.update, job_id,
+                state=JobState.SUCCEEDED, stage=None, progress=1.0, stage_seconds=seconds,
             )
             JOBS_FINISHED.labels(JobState.SUCCEEDED.value).inc()
         else:
-            ctx.jobs.update(job_id, stage=stages[-1], progress=end, stage_seconds=seconds)
+            patiently(
+                ctx.settings, ctx.jobs.update, job_id,
+                stage=stages[-1], progress=end, stage_seconds=seconds,
+            )
     except JobCancelledError:
         log.info("%s: job %s was cancelled while its stage ran", name, job_id)
         raise Ignore() from None
+    except _transient_infra_errors() as exc:
+        raise _give_back(exc) from exc
     return {"avatar_id": avatar_id, "job_id": job_id, "seconds": seconds}
 
 

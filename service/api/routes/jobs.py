@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -18,6 +19,8 @@ from service.api.schemas import ErrorResponse, JobPublic
 from workers.jobs import Job, JobNotFoundError, JobState
 from workers.observability import JOBS_FINISHED
 from workers.settings import Settings
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(authenticate)])
 
@@ -96,7 +99,10 @@ async def job_events(
             yield b": keep-alive\n\n"
             last_sent_at = now
         await anyio.sleep(settings.events_poll_s)
-        job = await read(first.id)
+        try:
+            job = await read(first.id)
+        except Exception:  # noqa: BLE001 - store unreachable for a moment: keep waiting
+            log.warning("job events: could not read job %s; trying again", first.id)
 
 
 @router.get(
