@@ -73,6 +73,7 @@ def _strip_jpeg(data: bytes) -> Stripped:
     pos = 2
     seen_frame = False
     in_scan = False
+    dropped = False
     while True:
         if in_scan:
             match = _ENTROPY_MARKER.search(data, pos)
@@ -93,6 +94,8 @@ def _strip_jpeg(data: bytes) -> Stripped:
         if marker == 0xD9:  # end of image
             if not in_scan:
                 raise MalformedImageError("JPEG has no image data")
+            if not dropped and pos == n:
+                return Stripped(data, exif)  # nothing to drop: no copy
             out.append(b"\xff\xd9")
             return Stripped(b"".join(out), exif)
         if marker in _STANDALONE:
@@ -111,7 +114,9 @@ def _strip_jpeg(data: bytes) -> Stripped:
         payload = data[pos + 2 : end]
         if marker == 0xE1 and exif is None and payload.startswith(b"Exif\x00\x00"):
             exif = payload[6:]
-        if not _metadata_segment(marker, payload):
+        if _metadata_segment(marker, payload):
+            dropped = True
+        else:
             out.append(view[pos - 2 : end])  # 0xFF, marker, length, payload
         if marker in _SOF_MARKERS:
             seen_frame = True
@@ -140,6 +145,7 @@ def _strip_png(data: bytes) -> Stripped:
     pos = len(PNG_SIGNATURE)
     first = True
     seen_idat = False
+    dropped = False
     while True:
         if pos + 12 > n:
             raise MalformedImageError("PNG ends before IEND")
@@ -164,10 +170,14 @@ def _strip_png(data: bytes) -> Stripped:
             out.append(view[pos:end])
         elif not kind[:1].islower():  # an unknown critical chunk: no decoder can use it
             raise MalformedImageError(f"PNG has an unknown critical chunk {kind!r}")
+        else:
+            dropped = True
         pos = end
         if kind == b"IEND":
             if not seen_idat:
                 raise MalformedImageError("PNG has no image data")
+            if not dropped and pos == n:
+                return Stripped(data, exif)  # nothing to drop: no copy
             return Stripped(b"".join(out), exif)
 
 
