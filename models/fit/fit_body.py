@@ -1,13 +1,33 @@
-"""Fit body shape, pose and camera to detected 2D keypoints (SMPLify-style, torch).
+"""Fit body shape, pose and camera to detected keypoints and person masks (SMPLify-style, torch).
 
 Several photos of one person share one shape; each photo has its own pose and camera.
-Staged: first the global orientation and translation from the torso, then pose and shape.
+The same code fits Anny and SMPL-X: it only uses the body interface (``shape_coeffs``,
+``rest_vertices``, ``rest_heads``, ``topology``, ``fit_joints``, ``shape_from_free``).
+
+Energy (all image distances in units of the person's height in pixels):
+
+- keypoints: confidence-weighted Geman-McClure reprojection of the body's landmarks;
+- silhouette (``models/fit/silhouette.py``): projected vertices outside the person mask
+  are pulled in (distance transform sampled with ``grid_sample``), and the mask's contour
+  is pulled to its nearest projected vertex so the body fills the mask;
+- priors (``models/fit/priors.py``): joint limits (elbows and knees bend one way), limb
+  twist, closeness to the rest pose, and a shape prior.
+
+Schedule: (1) global orientation and translation from the torso keypoints, (2) pose and
+shape from all keypoints, (3) everything with the silhouette terms.
+
+Speed: only the fit joints rotate, so every other joint moves rigidly with its nearest
+fit-joint ancestor; forward kinematics runs over those few joints, and skinning blends
+one transform per fit joint. The silhouette terms use a fixed, evenly spread subset of the
+vertices (about 2-3 cm apart). The rest shape is linear in the shape coefficients, so the
+needed vertices and joint heads come from a small precomputed basis.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -17,6 +37,8 @@ from models.body.lbs import axis_angle_to_matrix, forward_kinematics, skin_point
 from models.body.template import MEDIAPIPE_33
 from models.detect.base import Detection
 from models.fit.camera import Camera, default_intrinsics
+from models.fit.priors import PosePrior, shape_prior
+from models.fit.silhouette import edge_matches, fill_distance, gmof, outside_distance, silhouette_target
 
 # Joints whose rotation the fit may change; the rest keep the model's rest pose.
 FIT_JOINTS = [
@@ -31,83 +53,163 @@ LANDMARK_WEIGHT = {"left_pinky": 0.3, "right_pinky": 0.3, "left_index": 0.3, "ri
                    "nose": 0.7, "left_eye": 0.5, "right_eye": 0.5}
 MIN_CONFIDENCE = 0.3
 ASSUMED_HEIGHT_M = 1.7
+STAGES = ("camera", "pose", "silhouette")
+
+
+@dataclass
+class FitConfig:
+    """Weights and schedule of the fit (the defaults are the product's)."""
+
+    iterations: tuple[int, int, int] = (40, 70, 70)  # camera, pose + shape, + silhouette
+    lr: float = 0.03
+    keypoint_sigma: float = 0.05  # Geman-McClure scale, person heights
+    silhouette_sigma: float = 0.04
+    w_keypoints: float = 1.0
+    w_keypoints_silhouette: float = 0.3  # the keypoints' weight once the silhouette joins
+    lr_final: float = 1.0  # the last stage's learning rate decays to this fraction
+    w_outside: float = 10.0
+    w_fill: float = 10.0
+    w_natural: float = 0.01
+    w_limits: float = 0.05
+    w_twist: float = 0.02
+    w_shape: float = 0.01
+    vertex_spacing_m: float = 0.025  # silhouette vertex subset
+    match_every: int = 4  # iterations between updates of the edge-to-vertex matches
 
 
 @dataclass
 class BodyFit:
-    shape: np.ndarray  # float32 [6] phenotype values
+    shape: np.ndarray  # float32 [S] shape values (Anny: 6 phenotypes; SMPL-X: 10 betas)
     poses: np.ndarray  # float32 [P, J, 3] axis-angle per joint (world-aligned rest axes)
     cameras: list[Camera]
     keypoint_error_pct: list[float]  # per photo: mean 2D error in % of person height
     seconds: float = 0.0
     iterations: int = 0
     warnings: list[str] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _gmof(r2: torch.Tensor, sigma2: float) -> torch.Tensor:
-    """Geman-McClure: robust to a few wrong keypoints."""
-    return r2 / (r2 + sigma2)
+class _Kinematics:
+    """The body reduced to what the fit moves and looks at (built once per body)."""
 
-
-class _Problem:
-    """Everything the optimizer needs that does not change across iterations."""
-
-    def __init__(self, body, detections: list[Detection]):
-        self.body = body
+    def __init__(self, body, spacing_m: float):
         top = body.topology
-        self.parents = top.parents
-        names = [n for n in MEDIAPIPE_33 if n in top.landmarks]
-        self.lm_names = names
-        kinds = [top.landmarks[n] for n in names]
-        self.joint_lm = [i for i, k in enumerate(kinds) if k[0] == "joint"]
-        self.joint_idx = torch.tensor([kinds[i][1] for i in self.joint_lm])
-        self.vert_lm = [i for i, k in enumerate(kinds) if k[0] == "vertex"]
-        self.vert_idx = torch.tensor([kinds[i][1] for i in self.vert_lm])
-        self.vert_skin_idx = torch.from_numpy(top.skin_indices[self.vert_idx.numpy()])
-        self.vert_skin_w = torch.from_numpy(top.skin_weights[self.vert_idx.numpy()])
-        mp_index = [MEDIAPIPE_33.index(n) for n in names]
-        kp = np.stack([d.keypoints[mp_index] for d in detections])  # [P,L,3]
-        self.kp = torch.from_numpy(kp[..., :2]).float()
-        conf = kp[..., 2] * (kp[..., 2] > MIN_CONFIDENCE)
-        w = np.array([LANDMARK_WEIGHT.get(n, 1.0) for n in names], np.float32)
-        self.conf = torch.from_numpy(conf * w[None]).float()
-        self.torso = torch.tensor([names.index(n) for n in TORSO])
-        self.heights = torch.tensor([max(d.person_height_px(), 1.0) for d in detections]).float()
-        J = len(top.joint_names)
+        self.body = body
+        names = top.joint_names
+        parents = top.parents
+        J = len(names)
         self.fit_joints = list(getattr(body, "fit_joints", FIT_JOINTS))  # body-specific names
-        self.fit_joint_idx = torch.tensor([top.joint_names.index(n) for n in self.fit_joints])
+        fit_idx = [names.index(n) for n in self.fit_joints]
+        order = sorted(range(len(fit_idx)), key=lambda k: fit_idx[k])  # parents first
+        self.fit_idx = fit_idx
+        self.order = order
+        pos = {j: k for k, j in enumerate(fit_idx)}
+        # group[j]: 0 = does not move (rest), k + 1 = moves rigidly with fit joint k
+        group = np.zeros(J, np.int64)
+        for j in range(J):
+            p = j
+            while p >= 0 and p not in pos:
+                p = parents[p]
+            group[j] = 0 if p < 0 else pos[p] + 1
+        self.group = group
+        self.parent_group = [int(group[parents[fit_idx[k]]]) if parents[fit_idx[k]] >= 0 else 0
+                             for k in range(len(fit_idx))]
+        # Landmarks present on this body, in MediaPipe order.
+        self.lm_names = [n for n in MEDIAPIPE_33 if n in top.landmarks]
+        kinds = [top.landmarks[n] for n in self.lm_names]
+        self.joint_lm = [i for i, k in enumerate(kinds) if k[0] == "joint"]
+        self.joint_lm_idx = [kinds[i][1] for i in self.joint_lm]
+        self.vert_lm = [i for i, k in enumerate(kinds) if k[0] == "vertex"]
+        vert_lm_idx = np.array([kinds[i][1] for i in self.vert_lm], np.int64)
+        # Vertex subset for the silhouette (+ the landmark vertices at the end).
+        sample = _spread_vertices(body.template_vertices.numpy(), spacing_m)
+        self.n_sample = len(sample)
+        vidx = np.concatenate([sample, vert_lm_idx])
+        self.vidx = vidx
+        # Skinning weights merged per group.
+        si, sw = top.skin_indices[vidx], top.skin_weights[vidx]
+        W = np.zeros((len(vidx), len(fit_idx) + 1), np.float32)
+        np.add.at(W, (np.repeat(np.arange(len(vidx)), si.shape[1]), group[si].reshape(-1)), sw.reshape(-1))
+        self.W = torch.from_numpy(W)
+        # Linear shape bases of the needed vertices and joint heads.
+        self.heads_needed = sorted(set(fit_idx) | set(self.joint_lm_idx))
         # Unconstrained parameters -> shape values (Anny: phenotypes in (0,1); SMPL-X: betas).
         self.shape_from_free = getattr(body, "shape_from_free", torch.sigmoid)
-        self.n_joints = J
-        self.K = [default_intrinsics(d.image_size[1], d.image_size[0]) for d in detections]
-        self.Kt = torch.from_numpy(np.stack(self.K)).float()
+        with torch.no_grad():
+            S = body.shape_coeffs(self.neutral_shape()[None]).shape[1]
+            zero, eye = torch.zeros(1, S), torch.eye(S)
+            index = torch.from_numpy(vidx)
+            v0 = body.rest_vertices(zero, index)
+            h0 = body.rest_heads(zero)[:, self.heads_needed]
+            self.v0 = v0[0]  # [N, 3]
+            self.vB = (body.rest_vertices(eye, index) - v0).reshape(S, -1)  # [S, N*3]
+            self.h0 = h0[0]
+            self.hB = (body.rest_heads(eye)[:, self.heads_needed] - h0).reshape(S, -1)
+        hpos = {j: i for i, j in enumerate(self.heads_needed)}
+        self.fit_head = torch.tensor([hpos[j] for j in fit_idx])
+        self.lm_head = torch.tensor([hpos[j] for j in self.joint_lm_idx])
+        self.lm_group = torch.from_numpy(group[self.joint_lm_idx])
+        self.prior = PosePrior.for_body(body, fit_idx)
 
-    def landmarks_world(self, shape_logit, pose_aa) -> torch.Tensor:
-        """Posed 3D landmarks [P, L, 3] in world (glTF) axes."""
-        P = pose_aa.shape[0]
-        shape = self.shape_from_free(shape_logit)[None]
-        coeffs = self.body.shape_coeffs(shape)
-        heads = self.body.rest_heads(coeffs).expand(P, -1, -1)
-        verts = self.body.rest_vertices(coeffs, self.vert_idx).expand(P, -1, -1)
-        aa = torch.zeros(P, self.n_joints, 3)
-        aa = aa.index_copy(1, self.fit_joint_idx, pose_aa)
-        A = forward_kinematics(axis_angle_to_matrix(aa), heads, self.parents)
-        jh = heads[:, self.joint_idx]
-        Aj = A[:, self.joint_idx]
-        pj = (Aj[..., :3, :3] @ jh[..., None])[..., 0] + Aj[..., :3, 3]
-        pv = skin_points(A, verts, self.vert_skin_idx, self.vert_skin_w)
-        out = torch.zeros(P, len(self.lm_names), 3)
-        out[:, self.joint_lm] = pj
-        out[:, self.vert_lm] = pv
-        return out
+    def neutral_shape(self) -> torch.Tensor:
+        return self.shape_from_free(torch.zeros(len(self.body.shape_labels)))
 
-    def project(self, pts, rot_aa, transl) -> torch.Tensor:
-        R = axis_angle_to_matrix(rot_aa)  # [P,3,3]
-        pc = (R[:, None] @ pts[..., None])[..., 0] + transl[:, None]
-        z = pc[..., 2:3].clamp(min=0.1)
-        f = torch.stack([self.Kt[:, 0, 0], self.Kt[:, 1, 1]], -1)[:, None]
-        c = self.Kt[:, :2, 2][:, None]
-        return pc[..., :2] / z * f + c
+    def rest(self, shape_free: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> rest vertices [N, 3] and needed joint heads [H, 3] for one shape."""
+        coeffs = self.body.shape_coeffs(self.shape_from_free(shape_free)[None])  # [1, S]
+        v = self.v0 + (coeffs @ self.vB).reshape(-1, 3)
+        h = self.h0 + (coeffs @ self.hB).reshape(-1, 3)
+        return v, h
+
+    def transforms(self, heads: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pose [P, F, 3] -> per-group rotations [P, G, 3, 3] and translations [P, G, 3]."""
+        P, Fn = pose.shape[:2]
+        R_local = axis_angle_to_matrix(pose)  # [P, F, 3, 3]
+        hf = heads[self.fit_head]  # [F, 3]
+        Rg = [torch.eye(3).expand(P, 3, 3)] + [None] * Fn
+        tg = [torch.zeros(P, 3)] + [None] * Fn
+        for k in self.order:
+            pg = self.parent_group[k]
+            R = R_local[:, k]
+            t = hf[k] - (R @ hf[k])  # local: rotate about the joint's rest head
+            Rg[k + 1] = Rg[pg] @ R
+            tg[k + 1] = (Rg[pg] @ t[..., None])[..., 0] + tg[pg]
+        return torch.stack(Rg, 1), torch.stack(tg, 1)
+
+    def posed(self, shape_free: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> landmarks [P, L, 3] and silhouette vertices [P, N, 3], world (glTF) axes."""
+        v, h = self.rest(shape_free)
+        R, t = self.transforms(h, pose)
+        # Skinning: blend per-group transforms with the merged weights.
+        P, G = R.shape[:2]
+        # (one [N, G] @ [G, 12] product, then elementwise: tiny batched matmuls are slow on CPU)
+        Mt = self.W @ torch.cat([R.reshape(P, G, 9), t], -1)  # [P, N, 12]
+        verts = (Mt[..., :9].reshape(P, -1, 3, 3) * v[None, :, None, :]).sum(-1) + Mt[..., 9:]
+        hl = h[self.lm_head]  # [Lj, 3]
+        Rl, tl = R[:, self.lm_group], t[:, self.lm_group]
+        pj = (Rl * hl[None, :, None, :]).sum(-1) + tl
+        P = pose.shape[0]
+        lm = verts.new_zeros(P, len(self.lm_names), 3)
+        lm[:, self.joint_lm] = pj
+        lm[:, self.vert_lm] = verts[:, self.n_sample:]
+        return lm, verts[:, :self.n_sample]
+
+
+@lru_cache(maxsize=4)
+def _kinematics(body, spacing_m: float) -> _Kinematics:
+    return _Kinematics(body, spacing_m)
+
+
+def _spread_vertices(v: np.ndarray, spacing: float) -> np.ndarray:
+    """Indices of vertices about `spacing` apart: one per voxel, the one nearest its centre."""
+    cell = np.floor(v / spacing).astype(np.int64)
+    centre = (cell + 0.5) * spacing
+    d = np.linalg.norm(v - centre, axis=1)
+    key = (cell[:, 0] * 73856093) ^ (cell[:, 1] * 19349663) ^ (cell[:, 2] * 83492791)
+    order = np.lexsort((d, key))
+    first = np.ones(len(order), bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    return np.sort(order[first])
 
 
 def _initial_camera(det: Detection, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,64 +226,158 @@ def _initial_camera(det: Detection, K: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return rot, np.array([x, y, z], np.float32)
 
 
+def _matrix_to_axis_angle(R: np.ndarray) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_matrix(np.asarray(R, np.float64)).as_rotvec().astype(np.float32)
+
+
+def _inverse_elementwise(f, y: torch.Tensor, lo: float = -30.0, hi: float = 30.0) -> torch.Tensor:
+    """x with f(x) = y for an increasing elementwise f (bisection; the shape's free parameters)."""
+    a, b = torch.full_like(y, lo), torch.full_like(y, hi)
+    for _ in range(60):
+        m = (a + b) / 2
+        below = f(m) < y
+        a, b = torch.where(below, m, a), torch.where(below, b, m)
+    return (a + b) / 2
+
+
+def _project(pts: torch.Tensor, rot: torch.Tensor, transl: torch.Tensor, Kt: torch.Tensor) -> torch.Tensor:
+    """[P, N, 3] world points -> [P, N, 2] pixels."""
+    R = axis_angle_to_matrix(rot)  # [P, 3, 3]
+    pc = pts @ R.transpose(1, 2) + transl[:, None]
+    z = pc[..., 2:3].clamp(min=0.1)
+    f = torch.stack([Kt[:, 0, 0], Kt[:, 1, 1]], -1)[:, None]
+    return pc[..., :2] / z * f + Kt[:, :2, 2][:, None]
+
+
 def fit_body(body, detections: list[Detection], progress: Callable[[float], None] | None = None,
-             iterations: tuple[int, int] = (60, 140)) -> BodyFit:
-    """Fit one shared shape and per-photo pose + camera to the detections."""
-    t0 = time.perf_counter()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    prob = _Problem(body, detections)
+             iterations: tuple[int, ...] | None = None, intrinsics: list[np.ndarray | None] | None = None,
+             config: FitConfig | None = None, start: BodyFit | None = None) -> BodyFit:
+    """Fit one shared shape and per-photo pose + camera to the detections.
+
+    `intrinsics[i]` is photo i's K (e.g. from its EXIF focal length); None = default FoV.
+    `iterations` overrides the schedule: (camera, pose) or (camera, pose, silhouette).
+    """
+    cfg = config or FitConfig()
+    if iterations is not None:
+        its = (tuple(int(n) for n in iterations) + (0, 0, 0))[:3]
+        cfg = FitConfig(**{**cfg.__dict__, "iterations": its})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: extra threads only add overhead (10x on a busy CPU)
+    try:
+        return _fit(body, detections, progress, intrinsics, cfg, start)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(body, detections, progress, intrinsics, cfg: FitConfig, start: BodyFit | None) -> BodyFit:
+    t_start = time.perf_counter()
+    kin = _kinematics(body, cfg.vertex_spacing_m)
     P = len(detections)
-    init = [_initial_camera(d, K) for d, K in zip(detections, prob.K)]
-    rot = torch.tensor(np.stack([r for r, _ in init]), requires_grad=True)
-    transl = torch.tensor(np.stack([t for _, t in init]), requires_grad=True)
-    shape_logit = torch.zeros(len(body.shape_labels), requires_grad=True)
-    pose = torch.zeros(P, len(prob.fit_joints), 3, requires_grad=True)
-    sigma2 = 0.05 ** 2
-    total = sum(iterations)
+    names = kin.lm_names
+    mp_index = [MEDIAPIPE_33.index(n) for n in names]
+    kp = np.stack([d.keypoints[mp_index] for d in detections])  # [P, L, 3]
+    kp_xy = torch.from_numpy(kp[..., :2]).float()
+    conf_np = kp[..., 2] * (kp[..., 2] > MIN_CONFIDENCE)
+    lw = np.array([LANDMARK_WEIGHT.get(n, 1.0) for n in names], np.float32)
+    conf = torch.from_numpy(conf_np * lw[None]).float()
+    torso = torch.zeros(len(names))
+    torso[[names.index(n) for n in TORSO if n in names]] = 1.0
+    heights = torch.tensor([max(d.person_height_px(), 1.0) for d in detections]).float()
+    Ks = [np.asarray(k, np.float32) if k is not None else default_intrinsics(d.image_size[1], d.image_size[0])
+          for d, k in zip(detections, intrinsics or [None] * P)]
+    Kt = torch.from_numpy(np.stack(Ks)).float()
+    targets = [silhouette_target(d.mask, d.person_height_px()) for d in detections]
+    t_setup = time.perf_counter() - t_start
+
+    if start is None:
+        cams = [_initial_camera(d, K) for d, K in zip(detections, Ks)]
+        shape_free = torch.zeros(len(body.shape_labels))
+        pose = torch.zeros(P, len(kin.fit_joints), 3)
+    else:  # warm start from an earlier fit of the same photos
+        cams = [(_matrix_to_axis_angle(c.R), c.t) for c in start.cameras]
+        shape_free = _inverse_elementwise(kin.shape_from_free, torch.as_tensor(start.shape, dtype=torch.float32))
+        pose = torch.as_tensor(np.asarray(start.poses, np.float32)[:, kin.fit_idx])
+    rot = torch.tensor(np.stack([r for r, _ in cams]), dtype=torch.float32, requires_grad=True)
+    transl = torch.tensor(np.stack([t for _, t in cams]), dtype=torch.float32, requires_grad=True)
+    shape_free.requires_grad_(True)
+    pose.requires_grad_(True)
+    ks2 = cfg.keypoint_sigma ** 2
+    ss2 = cfg.silhouette_sigma ** 2
+    total = max(sum(cfg.iterations), 1)
     done = 0
 
-    def loss_fn(stage: int) -> torch.Tensor:
-        lm = prob.landmarks_world(shape_logit, pose)
-        uv = prob.project(lm, rot, transl)
-        r2 = ((uv - prob.kp) ** 2).sum(-1) / prob.heights[:, None] ** 2
-        conf = prob.conf
-        if stage == 0:
-            mask = torch.zeros_like(conf)
-            mask[:, prob.torso] = 1.0
-            conf = conf * (0.2 + mask)
-        data = (conf * _gmof(r2, sigma2)).sum() / conf.sum().clamp(min=1e-6)
-        prior = 0.02 * (pose ** 2).mean() + 0.01 * ((torch.sigmoid(shape_logit) - 0.5) ** 2).mean()
-        return data + prior
+    # Edge samples look for their vertex within about one vertex spacing (in pixels).
+    band = [0.75 * cfg.vertex_spacing_m / ASSUMED_HEIGHT_M * float(h) + 1.0 for h in heights]
+    matches: list[torch.Tensor | None] = [None] * P
 
-    stages = [([rot, transl], iterations[0], 0.02), ([rot, transl, pose, shape_logit], iterations[1], 0.02)]
-    for stage, (params, n, lr) in enumerate(stages):
-        opt = torch.optim.Adam(params, lr=lr)
-        for _ in range(n):
-            opt.zero_grad()
-            loss = loss_fn(stage)
-            loss.backward()
-            opt.step()
-            done += 1
-            if progress and done % 10 == 0:
-                progress(done / total)
+    def loss_fn(stage: int, refresh: bool = False) -> torch.Tensor:
+        lm, verts = kin.posed(shape_free, pose)
+        uv = _project(lm, rot, transl, Kt)
+        r2 = ((uv - kp_xy) ** 2).sum(-1) / heights[:, None] ** 2
+        c = conf * (0.2 + torso) if stage == 0 else conf
+        w = cfg.w_keypoints_silhouette if stage == 2 else cfg.w_keypoints
+        data = w * (c * gmof(r2, ks2)).sum() / c.sum().clamp(min=1e-6)
+        if stage == 0:
+            return data
+        prior = (cfg.w_natural * kin.prior.natural(pose) + cfg.w_limits * kin.prior.limits(pose)
+                 + cfg.w_twist * kin.prior.twist(pose) + cfg.w_shape * shape_prior(shape_free))
+        loss = data + prior
+        if stage == 2:
+            vuv = _project(verts, rot, transl, Kt)
+            sil = 0.0
+            for i, tgt in enumerate(targets):
+                if tgt is None:
+                    continue
+                out = outside_distance(tgt, vuv[i])
+                sil = sil + cfg.w_outside * gmof(out * out, ss2).mean()
+                if matches[i] is None or refresh:
+                    matches[i] = edge_matches(tgt, vuv[i].detach(), band[i])
+                fill = fill_distance(tgt, vuv[i], matches[i])
+                if fill.numel():
+                    sil = sil + cfg.w_fill * gmof(fill * fill, ss2).mean()
+            loss = loss + sil / P
+        return loss
+
+    stage_params = [[rot, transl], [rot, transl, pose, shape_free], [rot, transl, pose, shape_free]]
+    stage_seconds = {"setup": t_setup}
+    for stage, n in enumerate(cfg.iterations):
+        t0 = time.perf_counter()
+        if n > 0:
+            opt = torch.optim.Adam(stage_params[stage], lr=cfg.lr)
+            final = cfg.lr_final if stage == len(cfg.iterations) - 1 else 1.0
+            for it in range(n):
+                for g in opt.param_groups:
+                    g["lr"] = cfg.lr * (1.0 + (final - 1.0) * it / max(n - 1, 1))
+                opt.zero_grad()
+                loss = loss_fn(stage, refresh=it % cfg.match_every == 0)
+                loss.backward()
+                opt.step()
+                done += 1
+                if progress and done % 10 == 0:
+                    progress(done / total)
+        stage_seconds[STAGES[stage]] = time.perf_counter() - t0
 
     with torch.no_grad():
-        lm = prob.landmarks_world(shape_logit, pose)
-        uv = prob.project(lm, rot, transl)
-        err = torch.sqrt(((uv - prob.kp) ** 2).sum(-1)) / prob.heights[:, None]
-        seen = prob.conf > 0
+        lm, _ = kin.posed(shape_free, pose)
+        uv = _project(lm, rot, transl, Kt)
+        err = torch.sqrt(((uv - kp_xy) ** 2).sum(-1)) / heights[:, None]
+        seen = conf > 0
         kp_err = [float(100 * err[i][seen[i]].mean()) if seen[i].any() else float("nan") for i in range(P)]
-        full_pose = torch.zeros(P, prob.n_joints, 3).index_copy(1, prob.fit_joint_idx, pose)
+        full_pose = torch.zeros(P, len(body.topology.joint_names), 3).index_copy(
+            1, torch.tensor(kin.fit_idx), pose)
         Rm = axis_angle_to_matrix(rot).numpy()
-    cams = [Camera(K=prob.K[i], R=Rm[i].astype(np.float32), t=transl[i].detach().numpy().astype(np.float32),
+    cams = [Camera(K=Ks[i], R=Rm[i].astype(np.float32), t=transl[i].detach().numpy().astype(np.float32),
                    width=detections[i].image_size[1], height=detections[i].image_size[0]) for i in range(P)]
     return BodyFit(
-        shape=prob.shape_from_free(shape_logit).detach().numpy().astype(np.float32),
+        shape=kin.shape_from_free(shape_free).detach().numpy().astype(np.float32),
         poses=full_pose.numpy().astype(np.float32),
         cameras=cams,
         keypoint_error_pct=kp_err,
-        seconds=time.perf_counter() - t0,
-        iterations=total,
+        seconds=time.perf_counter() - t_start,
+        iterations=sum(cfg.iterations),
+        stage_seconds=stage_seconds,
     )
 
 

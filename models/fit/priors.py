@@ -1,0 +1,98 @@
+"""Pose and shape priors of the fit, built from the body's own rest geometry.
+
+Pose (per fit joint, axis-angle in world-aligned rest axes, see ``models/body/lbs.py``):
+
+- *joint limits*: elbows and knees are hinges that bend one way. The hinge axis comes from
+  the rest skeleton: an elbow flexes its forearm towards the front (+z), a knee its shin
+  towards the back. Rotating the other way (hyperextension) beyond a small margin costs
+  a lot; rotating off the hinge axis costs a little.
+- *twist*: rotation of a limb about its own bone changes neither its keypoints nor much
+  of its silhouette, so it is kept small.
+- *natural pose*: a weighted squared norm pulling towards the rest pose, stronger for the
+  spine, neck and head (people stand mostly upright) than for the limbs.
+
+Shape: a squared norm of the fit's unconstrained shape parameters (0 is the model's mean
+person: Anny phenotypes 0.5, SMPL-X betas 0).
+
+Written against landmark names, so Anny and SMPL-X get the same priors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# (hinge joint's landmark, its child's landmark, the side the limb bends towards: +1 front)
+HINGES = (("left_elbow", "left_wrist", 1.0), ("right_elbow", "right_wrist", 1.0),
+          ("left_knee", "left_ankle", -1.0), ("right_knee", "right_ankle", -1.0))
+# (limb joint's landmark, the landmark its bone points to): twist is about this bone
+BONES = (("left_shoulder", "left_elbow"), ("right_shoulder", "right_elbow"),
+         ("left_hip", "left_knee"), ("right_hip", "right_knee"),
+         ("left_elbow", "left_wrist"), ("right_elbow", "right_wrist"),
+         ("left_knee", "left_ankle"), ("right_knee", "right_ankle"))
+HYPEREXTENSION_MARGIN = np.radians(8.0)
+TORSO_WEIGHT = 4.0  # natural-pose weight of spine, neck, head joints relative to limbs
+
+
+@dataclass
+class PosePrior:
+    hinge: torch.Tensor  # float32 [F, 3]: unit flexion axis of hinge joints, zeros elsewhere
+    bone: torch.Tensor  # float32 [F, 3]: unit bone direction of limb joints, zeros elsewhere
+    weight: torch.Tensor  # float32 [F]: natural-pose weight
+
+    @classmethod
+    def for_body(cls, body, fit_joint_idx: list[int]) -> "PosePrior":
+        top = body.topology
+        with torch.no_grad():
+            heads = body.rest_heads(body.shape_coeffs(_neutral_shape(body)))[0].numpy()
+
+        def joint_of(landmark: str) -> int | None:
+            kind, idx = top.landmarks.get(landmark, ("", -1))
+            return idx if kind == "joint" else None
+
+        pos = {j: k for k, j in enumerate(fit_joint_idx)}
+        F = len(fit_joint_idx)
+        hinge = np.zeros((F, 3), np.float32)
+        bone = np.zeros((F, 3), np.float32)
+        weight = np.full(F, TORSO_WEIGHT, np.float32)
+        z = np.array([0.0, 0.0, 1.0])
+        for lm, child, side in HINGES:
+            j, c = joint_of(lm), joint_of(child)
+            if j in pos and c is not None:
+                d = heads[c] - heads[j]
+                a = np.cross(d, z) * side
+                if np.linalg.norm(a) > 1e-6:
+                    hinge[pos[j]] = a / np.linalg.norm(a)
+        for lm, child in BONES:
+            j, c = joint_of(lm), joint_of(child)
+            if j in pos and c is not None:
+                d = heads[c] - heads[j]
+                bone[pos[j]] = d / max(np.linalg.norm(d), 1e-6)
+                weight[pos[j]] = 1.0
+        return cls(torch.from_numpy(hinge), torch.from_numpy(bone), torch.from_numpy(weight))
+
+    def limits(self, pose: torch.Tensor) -> torch.Tensor:
+        """[P, F, 3] -> scalar: hyperextension (strong) and off-hinge rotation (weak)."""
+        is_hinge = self.hinge.abs().sum(-1) > 0
+        flex = (pose * self.hinge).sum(-1)  # [P, F] signed flexion angle
+        hyper = torch.relu(-flex - HYPEREXTENSION_MARGIN) * is_hinge
+        off = pose - flex[..., None] * self.hinge
+        off2 = (off * off).sum(-1) * is_hinge
+        return (hyper * hyper).sum(-1).mean() * 10.0 + off2.sum(-1).mean() * 0.5
+
+    def twist(self, pose: torch.Tensor) -> torch.Tensor:
+        t = (pose * self.bone).sum(-1)
+        return (t * t).sum(-1).mean()
+
+    def natural(self, pose: torch.Tensor) -> torch.Tensor:
+        return ((pose * pose).sum(-1) * self.weight).sum(-1).mean()
+
+
+def shape_prior(shape_free: torch.Tensor) -> torch.Tensor:
+    return (shape_free * shape_free).mean()
+
+
+def _neutral_shape(body) -> torch.Tensor:
+    free = torch.zeros(1, len(body.shape_labels))
+    return getattr(body, "shape_from_free", torch.sigmoid)(free)
