@@ -430,6 +430,8 @@ def train_data(n: int, seed: int, size: int, photo_size: int, texel_size: int, o
 @click.option("--lr", type=float, default=4e-4, show_default=True)
 @click.option("--channels", default="32,64,96,128", show_default=True,
               help="UNet block_out_channels (a new run only).")
+@click.option("--prefill/--no-prefill", default=True, show_default=True,
+              help="Condition on a nearest-surface first guess too (a new run only).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--val-every", type=click.IntRange(min=0), default=300, show_default=True,
               help="Steps between held-out evaluations (0 = never).")
@@ -439,7 +441,7 @@ def train_data(n: int, seed: int, size: int, photo_size: int, texel_size: int, o
               help="torch threads (0 = default).")
 @friendly_errors
 def train_inpaint(data_dir: Path, out_dir: Path, steps: int, batch_size: int, lr: float, channels: str,
-                  checkpoint_every: int, val_every: int, max_minutes: float, threads: int) -> None:
+                  prefill: bool, checkpoint_every: int, val_every: int, max_minutes: float, threads: int) -> None:
     """Train the texture inpainting diffusion model on pairs in DATA; the model lands in OUT/model."""
     from tqdm import tqdm
 
@@ -454,7 +456,7 @@ def train_inpaint(data_dir: Path, out_dir: Path, steps: int, batch_size: int, lr
                                  param_hint="--channels") from None
     cfg = InpaintConfig(atlas_size=data_settings(data_dir).size, block_out_channels=blocks,
                         attention_levels=(len(blocks) - 1,), attention_head_dim=min(32, blocks[-1]),
-                        norm_num_groups=min(8, blocks[0]))
+                        norm_num_groups=min(8, blocks[0]), prefill=prefill)
     settings = TrainSettings(steps=steps, batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
                              val_every=val_every, max_minutes=max_minutes, threads=threads)
     command = " ".join(["avatars", *sys.argv[1:]])

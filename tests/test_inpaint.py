@@ -225,3 +225,17 @@ def test_inpaint_stage_records_the_method_and_writes_the_artefacts(tmp_path, tin
     q = json.loads((d / "quality.json").read_text())["inpaint"]
     assert q["method"] == "classical" and q["steps"] is None
     assert not (tex / "inpainted_low.png").exists()
+
+
+def test_nearest_prefill_fills_unseen_texels_from_observed_ones(anny):
+    from models.inpaint.model import nearest_prefill
+
+    maps = atlas_maps(anny, 16)
+    partial = np.zeros((16, 16, 3), np.float32)
+    observed = maps.covered.copy()
+    observed[8:] = False
+    partial[observed] = (0.1, 0.5, 0.9)
+    guess = nearest_prefill(partial, observed, maps)
+    unseen = maps.covered & ~observed
+    assert np.allclose(guess[unseen], (0.1, 0.5, 0.9), atol=1e-5)
+    assert np.array_equal(guess[observed], partial[observed]) and (guess[~maps.covered] == 0).all()

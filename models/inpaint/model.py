@@ -8,6 +8,10 @@ Input of the UNet, all at the low atlas resolution S (``InpaintConfig.atlas_size
     channel  7     the covered mask (1 on the body, 0 in the atlas gutters)
     channels 8-10  the template 3D position of each texel (-1..1), so the network knows
                    which body part a texel is wherever the UV layout put it
+    channels 11-13 (``prefill``) a first guess: every unseen texel takes the inverse-distance
+                   mean of its nearest observed texels on the template body in 3D; the
+                   network learns what to change (back of the head is hair, prints are
+                   front-only, ...) instead of starting from nothing
 
 and the timestep. Trained as a DDPM (``DDPMScheduler``); sampled with DDIM or DPM-Solver++
 in a configurable number of steps. On disk, the diffusers layout:
@@ -29,7 +33,8 @@ import numpy as np
 from models.inpaint.lowres import AtlasMaps
 
 CONFIG_NAME = "inpaint.json"
-COND_CHANNELS = 8
+COND_CHANNELS = 8  # + 3 with InpaintConfig.prefill
+PREFILL_NEIGHBOURS = 4
 SAMPLERS = ("ddim", "dpm")
 WEIGHT_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors",
                 "scheduler/scheduler_config.json")
@@ -46,6 +51,7 @@ class InpaintConfig:
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "sample"  # the UNet predicts the clean texture
+    prefill: bool = False  # condition on a nearest-surface first guess too (3 more channels)
     sampler: str = "ddim"  # default sampler at run time: ddim | dpm
     steps: int = 20  # default sampling steps at run time
     body_model: str = "anny"
@@ -69,7 +75,7 @@ def build_unet(cfg: InpaintConfig):
     down = tuple("AttnDownBlock2D" if i in cfg.attention_levels else "DownBlock2D" for i in range(n))
     up = tuple("AttnUpBlock2D" if (n - 1 - i) in cfg.attention_levels else "UpBlock2D" for i in range(n))
     return UNet2DModel(
-        sample_size=cfg.atlas_size, in_channels=3 + COND_CHANNELS, out_channels=3,
+        sample_size=cfg.atlas_size, in_channels=3 + cond_channels(cfg), out_channels=3,
         block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
         down_block_types=down, up_block_types=up, norm_num_groups=cfg.norm_num_groups,
         attention_head_dim=cfg.attention_head_dim,
@@ -94,16 +100,46 @@ def sampling_scheduler(scheduler_config: dict, sampler: str):
     raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
 
 
-def condition(partial: np.ndarray, observed: np.ndarray, maps: AtlasMaps):
-    """-> float32 tensor [B, COND_CHANNELS, S, S] from partial [B,S,S,3] (0..1) and observed [B,S,S]."""
+def cond_channels(cfg: InpaintConfig) -> int:
+    return COND_CHANNELS + (3 if cfg.prefill else 0)
+
+
+def nearest_prefill(partial: np.ndarray, observed: np.ndarray, maps: AtlasMaps) -> np.ndarray:
+    """Unseen covered texels <- inverse-distance mean of the nearest observed texels on the
+    template body in 3D; [S,S,3] 0..1 (0 off the body; the observed mean if nothing was seen)."""
+    from scipy.spatial import cKDTree
+
+    cov = maps.covered
+    src = observed & cov
+    dst = cov & ~observed
+    out = np.where(src[..., None], partial, 0.0).astype(np.float32)
+    if not src.any():
+        out[dst] = 0.5
+        return out
+    k = min(PREFILL_NEIGHBOURS, int(src.sum()))
+    dist, j = cKDTree(maps.position[src]).query(maps.position[dst], k=k)
+    if k == 1:
+        dist, j = dist[:, None], j[:, None]
+    w = 1.0 / (dist + 1e-3)
+    out[dst] = (partial[src][j] * w[..., None]).sum(1) / w.sum(1, keepdims=True)
+    return out
+
+
+def condition(partial: np.ndarray, observed: np.ndarray, maps: AtlasMaps, prefill: bool = False):
+    """-> float32 tensor [B, cond_channels, S, S] from partial [B,S,S,3] (0..1) and observed [B,S,S]."""
     import torch
 
-    p = torch.as_tensor(np.asarray(partial, np.float32)).permute(0, 3, 1, 2)
+    partial = np.asarray(partial, np.float32)
+    p = torch.as_tensor(partial).permute(0, 3, 1, 2)
     o = torch.as_tensor(np.asarray(observed, np.float32))[:, None]
     B, S = p.shape[0], p.shape[-1]
     cov = torch.as_tensor(maps.covered.astype(np.float32))[None, None].expand(B, 1, S, S)
     pos = torch.as_tensor(maps.position).permute(2, 0, 1)[None].expand(B, 3, S, S)
-    return torch.cat([(p * 2 - 1) * o, o, cov, pos], 1).contiguous()
+    parts = [(p * 2 - 1) * o, o, cov, pos]
+    if prefill:
+        guess = np.stack([nearest_prefill(partial[i], np.asarray(observed[i], bool), maps) for i in range(B)])
+        parts.append(torch.as_tensor(guess).permute(0, 3, 1, 2) * 2 - 1)
+    return torch.cat(parts, 1).contiguous()
 
 
 def sha256_file(path: Path) -> str:
@@ -173,7 +209,7 @@ class DiffusionInpainter:
         t0 = time.perf_counter()
         sched = sampling_scheduler(self.scheduler_config, sampler)
         sched.set_timesteps(steps)
-        cond = condition(partial[None], observed[None], maps)
+        cond = condition(partial[None], observed[None], maps, prefill=cfg.prefill)
         gen = torch.Generator().manual_seed(int(seed))
         x = torch.randn((1, 3, S, S), generator=gen) * sched.init_noise_sigma
         with torch.inference_mode():

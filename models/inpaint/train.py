@@ -154,7 +154,7 @@ def train(data_dir: Path, out_dir: Path, cfg: InpaintConfig | None = None, setti
             partial = data["partial"][b].astype(np.float32) / 255
             observed = data["observed"][b]
             target = torch.as_tensor(data["target"][b].astype(np.float32) / 255).permute(0, 3, 1, 2) * 2 - 1
-            c = condition(partial, observed, maps)
+            c = condition(partial, observed, maps, prefill=cfg.prefill)
             noise = torch.randn(target.shape)
             t = torch.randint(0, cfg.num_train_timesteps, (s.batch_size,))
             xt = sched.add_noise(target, noise, t)
