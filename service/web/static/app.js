@@ -6,6 +6,8 @@
 // Every URL is relative to the document base, so the page works when the gateway is
 // mounted under a path prefix by a reverse proxy.
 
+import { describeQuality, explain } from "./messages.js";
+
 const STAGES = [
   { name: "detect", label: "Finding the person in the photo", span: [0.0, 0.1] },
   { name: "fit", label: "Fitting a 3D body to the person", span: [0.1, 0.5] },
@@ -20,8 +22,6 @@ const ID_PATTERN = /^[0-9a-f]{32}$/;
 const STREAM_FPS = 24;
 const POLL_INTERVAL_MS = 700;
 const SSE_IDLE_TIMEOUT_MS = 20000;
-
-import { describeQuality, explain } from "./messages.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -596,8 +596,9 @@ function setUpDownloads() {
   for (const id of ["dl-glb", "dl-mp4", "dl-texture"]) {
     const link = $(id);
     link.addEventListener("click", async (event) => {
-      if (!apiKey() || link.dataset.busy) return;
+      if (!apiKey()) return; // a plain link: the browser downloads it
       event.preventDefault();
+      if (link.dataset.busy) return;
       link.dataset.busy = "1";
       link.setAttribute("aria-busy", "true");
       try {
