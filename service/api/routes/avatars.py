@@ -262,7 +262,7 @@ async def create_avatar(
                     422, "idempotency_key_reused",
                     "This Idempotency-Key was used with other photos.",
                 )
-            if held.state != "done":
+            if held.state != "done" and await _job_missing(services, held.job_id, tenant):
                 raise ApiError(
                     409, "idempotency_in_progress",
                     "A request with this Idempotency-Key is still being processed.",
@@ -276,14 +276,30 @@ async def create_avatar(
     except BaseException:
         if idempotency_key is not None:
             with anyio.CancelScope(shield=True):
-                await run_in_threadpool(services.idempotency.release, tenant, idempotency_key)
+                try:
+                    await run_in_threadpool(services.idempotency.release, tenant, idempotency_key)
+                except Exception:  # noqa: BLE001 - the reservation then expires
+                    log.warning("could not release Idempotency-Key of avatar %s", avatar_id)
         raise
     if idempotency_key is not None:
-        await run_in_threadpool(
-            services.idempotency.complete, tenant, idempotency_key, reservation
-        )
+        try:
+            await run_in_threadpool(
+                services.idempotency.complete, tenant, idempotency_key, reservation
+            )
+        except Exception:  # noqa: BLE001 - a retry still finds the job (see _job_missing)
+            log.warning("could not mark Idempotency-Key of avatar %s done", avatar_id)
     log.info("avatar %s created with job %s (%d photos)", avatar_id, job_id, len(validated))
     return _created_response(avatar_id, job_id)
+
+
+async def _job_missing(services: Any, job_id: str, tenant: str) -> bool:
+    """True unless the job a pending reservation names exists (then the request that
+    reserved it got as far as creating it: its answer can be replayed)."""
+    try:
+        job = await services.get_job(job_id)
+    except Exception:  # noqa: BLE001 - cannot tell: say "in progress"
+        return True
+    return job is None or job.tenant != tenant
 
 
 async def _store_and_enqueue(
