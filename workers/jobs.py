@@ -20,7 +20,9 @@ given up after a few deliveries instead of looping forever.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
@@ -222,12 +224,22 @@ class SQLiteJobStore(JobStore):
                         pass
 
     def _connect(self) -> sqlite3.Connection:
-        # A fresh connection per operation: no connection is ever shared between
-        # threads or inherited across fork(), which is what makes this process-safe.
+        # A fresh connection per write: no connection is ever shared between threads or
+        # inherited across fork(), which is what makes this process-safe.
         conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.row_factory = sqlite3.Row
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        """A read connection of this thread in this process (opening one per status poll
+        costs more than the query). Autocommit: every SELECT sees the latest commit."""
+        local = self.__dict__.setdefault("_local", threading.local())
+        conn = getattr(local, "conn", None)
+        if conn is None or getattr(local, "pid", None) != os.getpid():
+            conn = self._connect()
+            local.conn, local.pid = conn, os.getpid()
         return conn
 
     @contextmanager
@@ -272,9 +284,10 @@ class SQLiteJobStore(JobStore):
     def get(self, job_id: str) -> Job | None:
         if not is_valid_id(job_id):
             return None
-        with closing(self._connect()) as conn:
-            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return self._row_to_job(row) if row else None
+        # fetchall: the statement is done and its read transaction ends at once (a
+        # half-read cursor would keep a WAL snapshot open and stop checkpoints)
+        rows = self._reader().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchall()
+        return self._row_to_job(rows[0]) if rows else None
 
     def update(
         self,
