@@ -204,10 +204,11 @@ async def get_existing_avatar(
     return AvatarRecord(avatar_id, meta)
 
 
-async def get_existing_job(
-    job_id: JobIdPath, services: ServicesDep, principal: CurrentTenant
-) -> Job:
-    job = await services.get_job(job_id)
+async def get_existing_job(job_id: JobIdPath, request: Request) -> Job:
+    # Plain calls rather than sub-dependencies: this runs on every status poll, and each
+    # dependency FastAPI resolves costs more than the call itself.
+    principal = await authenticate_request(request)
+    job = await services_of(request).get_job(job_id)
     if job is None or job.tenant != principal.tenant:
         raise ApiError(404, "job_not_found", "No job with this id.", {"job_id": job_id})
     return job
