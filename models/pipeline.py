@@ -53,33 +53,62 @@ def _load(path: Path) -> np.ndarray:
         raise PipelineError("invalid_photo", f"Could not decode {path.name}: {exc}") from exc
 
 
+FIT_OPTIONS = "options.json"  # originals/options.json: {"strict": true} -> several people is an error
+MIN_FIT_HEIGHT_PX = 128  # a person smaller than this cannot be fitted (256 px: a warning)
+UNTRUSTED_KEYPOINT_ERROR_PCT = 12.0  # a fit this far from the keypoints...
+UNTRUSTED_SILHOUETTE_IOU = 0.5  # ...or this far from the mask is an error, not an avatar
+
+
 def fit_stage(avatar_dir: Path, progress: Progress | None = None) -> dict[str, float]:
-    """Detect the person in every photo and fit the body to them."""
+    """Detect the person in every photo and fit the body to them.
+
+    Per photo ``originals/photo_<i>``, optional uploads beside it: ``keypoints_<i>.json``
+    (OpenPose JSON, in the pixels of the photo as sent, EXIF-oriented) and ``mask_<i>.png``
+    (person mask); with both, detection is skipped for that photo. The focal length comes
+    from the photo's EXIF when present. Errors: ``no_person_detected``, ``multiple_people``
+    (only when options.json asks for ``strict``), ``person_too_small``, ``fit_failed``.
+    """
     from models.body.registry import get_body
-    from models.detect.mediapipe_detector import detect_person
     from models.fit.fit_body import fit_body
 
     progress = progress or _noop
     avatar_dir = Path(avatar_dir)
     fit_dir = avatar_dir / "fit"
     photos = list_photos(avatar_dir)
+    strict = bool(_fit_options(avatar_dir).get("strict", False))
 
     t0 = time.perf_counter()
     progress("detect", 0.0)
-    detections = []
+    detections, intrinsics = [], []
     for i, path in enumerate(photos):
-        det = detect_person(_load(path))
+        img = _load(path)
+        det = _detect_photo(avatar_dir, path, img, strict)
         detections.append(det)
+        intrinsics.append(_photo_intrinsics(path, img.shape[1], img.shape[0]))
         atomic_write_png(fit_dir / f"mask_{i}.png", to_uint8(det.mask))
         progress("detect", (i + 1) / len(photos))
     t_detect = time.perf_counter() - t0
+    too_small = [p.name for p, d in zip(photos, detections) if d.person_height_px() < MIN_FIT_HEIGHT_PX]
+    if too_small:
+        raise PipelineError("person_too_small", f"The person is under {MIN_FIT_HEIGHT_PX} pixels tall in "
+                            f"{', '.join(too_small)}; send a photo where they fill more of the frame.",
+                            details={"photos": too_small})
 
     t0 = time.perf_counter()
     progress("fit", 0.0)
     body = get_body()
-    fit = fit_body(body, detections, progress=lambda f: progress("fit", f))
+    fit = fit_body(body, detections, progress=lambda f: progress("fit", f), intrinsics=intrinsics)
+    t_iou = time.perf_counter()
     iou = [silhouette_iou(body, fit.shape, fit.poses[i], fit.cameras[i], d.mask)
            for i, d in enumerate(detections)]
+    stage_seconds = {**fit.stage_seconds, "silhouette_iou": time.perf_counter() - t_iou}
+    untrusted = [p.name for p, e, u in zip(photos, fit.keypoint_error_pct, iou)
+                 if not e <= UNTRUSTED_KEYPOINT_ERROR_PCT or u < UNTRUSTED_SILHOUETTE_IOU]
+    if untrusted:
+        raise PipelineError("fit_failed", f"The body could not be fitted to {', '.join(untrusted)} "
+                            "(the pose or the person's outline is too unclear).",
+                            details={"photos": untrusted, "keypoint_error_pct": fit.keypoint_error_pct,
+                                     "silhouette_iou": iou})
     warnings = sorted({w for d in detections for w in d.warnings} | set(fit.warnings))
     atomic_write_json(fit_dir / "fit.json", {
         "body_model": body.body_model,
@@ -91,10 +120,72 @@ def fit_stage(avatar_dir: Path, progress: Progress | None = None) -> dict[str, f
         "keypoint_error_pct": fit.keypoint_error_pct,
         "silhouette_iou": iou,
         "warnings": warnings,
+        "photo_warnings": [d.warnings for d in detections],
+        "detection_sources": [d.source for d in detections],
+        "focal_from_exif": [k is not None for k in intrinsics],
         "iterations": fit.iterations,
+        "stage_seconds": stage_seconds,
     })
     progress("fit", 1.0)
     return {"detect": t_detect, "fit": time.perf_counter() - t0}
+
+
+def _fit_options(avatar_dir: Path) -> dict:
+    path = avatar_dir / "originals" / FIT_OPTIONS
+    try:
+        opts = read_json(path)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise PipelineError("invalid_options", f"Could not read {FIT_OPTIONS}: {exc}") from exc
+    return opts if isinstance(opts, dict) else {}
+
+
+def _detect_photo(avatar_dir: Path, photo: Path, img: np.ndarray, strict: bool):
+    """Detection for one photo, using the keypoints and mask uploaded beside it if any."""
+    from models.detect.detector import detect
+
+    index = photo.stem.split("_", 1)[1]
+    kp_path = avatar_dir / "originals" / f"keypoints_{index}.json"
+    mask_path = avatar_dir / "originals" / f"mask_{index}.png"
+    keypoints = kp_path.read_bytes() if kp_path.is_file() else None
+    mask = _load_uploaded_mask(mask_path) if mask_path.is_file() else None
+    scale = 1.0
+    if keypoints is not None:
+        scale = img.shape[1] / _oriented_size(photo)[0]
+    return detect(img, keypoints_json=keypoints, mask=mask, keypoint_scale=scale, strict=strict)
+
+
+def _load_uploaded_mask(path: Path) -> np.ndarray:
+    """A person mask as uploaded: its alpha channel when it has one, else its gray levels."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                return np.asarray(im.convert("RGBA"))[..., 3].copy()
+            return np.asarray(im.convert("L")).copy()
+    except (OSError, ValueError) as exc:
+        raise PipelineError("invalid_mask", f"Could not decode {path.name}: {exc}") from exc
+
+
+def _oriented_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a photo as sent, after its EXIF orientation."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+        orientation = im.getexif().get(0x0112, 1)
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # the four that swap the axes
+
+
+def _photo_intrinsics(path: Path, width: int, height: int):
+    """K from the photo's EXIF focal length, or None (the fit's default field of view)."""
+    from models.fit.camera import default_intrinsics, focal_px_from_exif
+
+    f = focal_px_from_exif(path, width, height)
+    return None if f is None else default_intrinsics(width, height, focal_px=f)
 
 
 def silhouette_iou(body, shape, pose, cam, mask: np.ndarray) -> float:

@@ -2,6 +2,12 @@
 
 One Pose graph per process, guarded by a lock: MediaPipe graphs are not thread-safe and
 building one costs ~100 ms.
+
+Several people: the Pose solution follows one person. To find others, the columns that
+person occupies are cut out and what is left on either side, put side by side, goes
+through Pose once more (people standing beside each other are the common case; a person
+hidden behind another is not found). The taller person is kept; the photo gets the
+warning ``multiple_people``, or the error of that code when the caller is strict.
 """
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import threading
 
 import numpy as np
 
-from models.detect.base import Detection
+from models.detect.base import Detection, quality_warnings
 from models.errors import PipelineError
 
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -19,7 +25,10 @@ _lock = threading.Lock()
 _pose = None
 
 MIN_VISIBILITY = 0.5  # below this a landmark is treated as not seen
+MIN_VISIBLE_LANDMARKS = 8
 MIN_MASK_PIXELS = 500
+OTHER_PERSON_MIN_HEIGHT = 0.3  # another person counts when at least this share of the first's height
+MIN_SIDE_WIDTH = 0.12  # image width share left beside the person worth searching
 
 
 def _get_pose():
@@ -38,32 +47,91 @@ def _get_pose():
     return _pose
 
 
-def detect_person(image: np.ndarray) -> Detection:
-    """uint8 RGB [H, W, 3] -> Detection; raises PipelineError('no_person_detected')."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise PipelineError("invalid_photo", "Expected an RGB image.")
+def _run_pose(image: np.ndarray) -> Detection | None:
+    """One Pose pass: the person it follows, or None."""
     H, W = image.shape[:2]
     with _lock:
         result = _get_pose().process(np.ascontiguousarray(image))
     if result.pose_landmarks is None or result.segmentation_mask is None:
-        raise PipelineError("no_person_detected", "No person was found in the photo.")
+        return None
     lm = result.pose_landmarks.landmark
     kp = np.array([[p.x * W, p.y * H, p.visibility] for p in lm], dtype=np.float32)
     mask = np.asarray(result.segmentation_mask, dtype=np.float32)
-    if int((mask > 0.5).sum()) < MIN_MASK_PIXELS or int((kp[:, 2] > MIN_VISIBILITY).sum()) < 8:
-        raise PipelineError("no_person_detected", "No person was found in the photo.")
-    det = Detection(keypoints=kp, mask=mask)
-    det.warnings.extend(_quality_warnings(det))
+    if int((mask > 0.5).sum()) < MIN_MASK_PIXELS or int((kp[:, 2] > MIN_VISIBILITY).sum()) < MIN_VISIBLE_LANDMARKS:
+        return None
+    return Detection(keypoints=kp, mask=mask)
+
+
+def _person_columns(det: Detection, margin: float = 0.08) -> tuple[int, int]:
+    """Columns [x0, x1) the person covers (mask and confident keypoints), with a margin."""
+    W = det.image_size[1]
+    xs = np.flatnonzero((det.mask > 0.5).any(0))
+    seen = det.keypoints[det.keypoints[:, 2] > MIN_VISIBILITY, 0]
+    lo = min(xs.min() if xs.size else W, seen.min() if seen.size else W)
+    hi = max(xs.max() + 1 if xs.size else 0, seen.max() if seen.size else 0)
+    pad = margin * max(det.person_height_px(), 1.0) * 0.5
+    return int(np.clip(lo - pad, 0, W)), int(np.clip(np.ceil(hi + pad), 0, W))
+
+
+def _other_person(image: np.ndarray, first: Detection) -> Detection | None:
+    """The largest other person beside `first` (in full-image coordinates), or None."""
+    H, W = image.shape[:2]
+    x0, x1 = _person_columns(first)
+    parts = [(0, x0), (x1, W)]
+    parts = [(a, b) for a, b in parts if b - a >= MIN_SIDE_WIDTH * W]
+    if not parts:
+        return None
+    side = np.concatenate([image[:, a:b] for a, b in parts], 1)
+    det = _run_pose(side)
+    if det is None:
+        return None
+    # Back to the photo's columns: each part's offset in the side-by-side image.
+    offsets = np.cumsum([0] + [b - a for a, b in parts])
+    kp = det.keypoints.copy()
+    part = np.clip(np.searchsorted(offsets, kp[:, 0], side="right") - 1, 0, len(parts) - 1)
+    kp[:, 0] += np.array([parts[p][0] - offsets[p] for p in part], np.float32)
+    mask = np.zeros((H, W), np.float32)
+    for (a, b), o in zip(parts, offsets[:-1]):
+        mask[:, a:b] = det.mask[:, o:o + (b - a)]
+    other = Detection(keypoints=kp, mask=mask)
+    if other.person_height_px() < OTHER_PERSON_MIN_HEIGHT * first.person_height_px():
+        return None
+    return other
+
+
+def _alone(image: np.ndarray, keep: Detection, drop: Detection) -> Detection:
+    """Pose again on the photo with `drop`'s columns filled in, so `keep` is seen whole."""
+    x0, x1 = _person_columns(drop, margin=0.02)
+    k0, k1 = _person_columns(keep, margin=0.02)
+    img = image.copy()
+    lo, hi = (x0, min(x1, k0)) if x0 < k0 else (max(x0, k1), x1)
+    if hi > lo:
+        img[:, lo:hi] = np.median(image.reshape(-1, image.shape[-1]), 0).astype(image.dtype)
+    det = _run_pose(img)
+    if det is None or abs(det.person_height_px() - keep.person_height_px()) > 0.2 * keep.person_height_px():
+        return keep
     return det
 
 
-def _quality_warnings(det: Detection) -> list[str]:
-    """Conditions that make a fit less trustworthy, reported in the avatar's quality report."""
-    H, W = det.image_size
-    out = []
-    if det.person_height_px() < 256:
-        out.append("person_too_small")
-    m = det.mask > 0.5
-    if m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any():
-        out.append("person_cut_off")
-    return out
+def detect_person(image: np.ndarray, strict: bool = False, look_for_others: bool = True) -> Detection:
+    """uint8 RGB [H, W, 3] -> Detection of the largest person.
+
+    Raises PipelineError: ``no_person_detected``; ``multiple_people`` when `strict` and
+    more than one person is found (without `strict` the largest is used, with a warning).
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise PipelineError("invalid_photo", "Expected an RGB image.")
+    det = _run_pose(image)
+    if det is None:
+        raise PipelineError("no_person_detected", "No person was found in the photo.")
+    warnings = []
+    other = _other_person(image, det) if look_for_others else None
+    if other is not None:
+        if strict:
+            raise PipelineError("multiple_people", "More than one person is in the photo; send a photo of one person.")
+        warnings.append("multiple_people")
+        if other.person_height_px() > det.person_height_px():
+            det = _alone(image, other, det)
+    det.warnings = warnings + quality_warnings(det, image)
+    det.source = "mediapipe"
+    return det

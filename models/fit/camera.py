@@ -63,3 +63,29 @@ def clip_from_camera(cam: Camera, near: float = 0.05, far: float = 100.0) -> np.
     Rt[:3, :3] = cam.R
     Rt[:3, 3] = cam.t
     return (P @ flip @ Rt).astype(np.float32)
+
+
+EXIF_IFD = 0x8769
+FOCAL_35MM_TAG = 0xA405  # FocalLengthIn35mmFilm
+FULL_FRAME_DIAGONAL_MM = 43.27  # 36 x 24 mm
+
+
+def focal_px_from_exif(path, width: int, height: int) -> float | None:
+    """Focal length in pixels of a photo processed at width x height, from its EXIF
+    FocalLengthIn35mmFilm (defined on the diagonal: f_px = f35 / 43.27 mm * diagonal_px);
+    None when the photo does not say (then the default FoV applies)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            exif = im.getexif()
+            f35 = exif.get_ifd(EXIF_IFD).get(FOCAL_35MM_TAG) or exif.get(FOCAL_35MM_TAG)
+    except (OSError, ValueError, SyntaxError):
+        return None
+    try:
+        f35 = float(f35)
+    except (TypeError, ValueError):
+        return None
+    if not 8.0 <= f35 <= 800.0:  # missing (0) or implausible
+        return None
+    return f35 / FULL_FRAME_DIAGONAL_MM * float(np.hypot(width, height))

@@ -62,6 +62,7 @@ class FitConfig:
 
     iterations: tuple[int, int, int] = (40, 70, 70)  # camera, pose + shape, + silhouette
     lr: float = 0.03
+    lr_shape: float = 0.03
     keypoint_sigma: float = 0.05  # Geman-McClure scale, person heights
     silhouette_sigma: float = 0.04
     w_keypoints: float = 1.0
@@ -75,6 +76,9 @@ class FitConfig:
     w_shape: float = 0.01
     vertex_spacing_m: float = 0.025  # silhouette vertex subset
     match_every: int = 4  # iterations between updates of the edge-to-vertex matches
+    # Several photos: each has its own shape until this stage, which starts from their mean
+    # and shares it (0: shared from the start).
+    shared_shape_stage: int = 2
 
 
 @dataclass
@@ -87,6 +91,7 @@ class BodyFit:
     iterations: int = 0
     warnings: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    loss: float = float("nan")  # the energy at the end (last stage's terms)
 
 
 class _Kinematics:
@@ -155,39 +160,42 @@ class _Kinematics:
         return self.shape_from_free(torch.zeros(len(self.body.shape_labels)))
 
     def rest(self, shape_free: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> rest vertices [N, 3] and needed joint heads [H, 3] for one shape."""
-        coeffs = self.body.shape_coeffs(self.shape_from_free(shape_free)[None])  # [1, S]
-        v = self.v0 + (coeffs @ self.vB).reshape(-1, 3)
-        h = self.h0 + (coeffs @ self.hB).reshape(-1, 3)
+        """[B, S] free shape parameters -> rest vertices [B, N, 3] and needed joint heads [B, H, 3]."""
+        B = shape_free.shape[0]
+        coeffs = self.body.shape_coeffs(self.shape_from_free(shape_free))  # [B, S]
+        v = self.v0 + (coeffs @ self.vB).reshape(B, -1, 3)
+        h = self.h0 + (coeffs @ self.hB).reshape(B, -1, 3)
         return v, h
 
     def transforms(self, heads: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pose [P, F, 3] -> per-group rotations [P, G, 3, 3] and translations [P, G, 3]."""
+        """Heads [B, H, 3] (B = 1 or P), pose [P, F, 3] -> per-group rotations [P, G, 3, 3]
+        and translations [P, G, 3]."""
         P, Fn = pose.shape[:2]
         R_local = axis_angle_to_matrix(pose)  # [P, F, 3, 3]
-        hf = heads[self.fit_head]  # [F, 3]
+        hf = heads[:, self.fit_head]  # [B, F, 3]
         Rg = [torch.eye(3).expand(P, 3, 3)] + [None] * Fn
         tg = [torch.zeros(P, 3)] + [None] * Fn
         for k in self.order:
             pg = self.parent_group[k]
             R = R_local[:, k]
-            t = hf[k] - (R @ hf[k])  # local: rotate about the joint's rest head
+            t = hf[:, k] - (R @ hf[:, k, :, None])[..., 0]  # local: rotate about the joint's rest head
             Rg[k + 1] = Rg[pg] @ R
             tg[k + 1] = (Rg[pg] @ t[..., None])[..., 0] + tg[pg]
         return torch.stack(Rg, 1), torch.stack(tg, 1)
 
     def posed(self, shape_free: torch.Tensor, pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> landmarks [P, L, 3] and silhouette vertices [P, N, 3], world (glTF) axes."""
+        """Free shape [B, S] (B = 1: shared, or P: one per photo), pose [P, F, 3] -> landmarks
+        [P, L, 3] and silhouette vertices [P, N, 3], world (glTF) axes."""
         v, h = self.rest(shape_free)
         R, t = self.transforms(h, pose)
         # Skinning: blend per-group transforms with the merged weights.
         P, G = R.shape[:2]
         # (one [N, G] @ [G, 12] product, then elementwise: tiny batched matmuls are slow on CPU)
         Mt = self.W @ torch.cat([R.reshape(P, G, 9), t], -1)  # [P, N, 12]
-        verts = (Mt[..., :9].reshape(P, -1, 3, 3) * v[None, :, None, :]).sum(-1) + Mt[..., 9:]
-        hl = h[self.lm_head]  # [Lj, 3]
+        verts = (Mt[..., :9].reshape(P, -1, 3, 3) * v[:, :, None, :]).sum(-1) + Mt[..., 9:]
+        hl = h[:, self.lm_head]  # [B, Lj, 3]
         Rl, tl = R[:, self.lm_group], t[:, self.lm_group]
-        pj = (Rl * hl[None, :, None, :]).sum(-1) + tl
+        pj = (Rl * hl[:, :, None, :]).sum(-1) + tl
         P = pose.shape[0]
         lm = verts.new_zeros(P, len(self.lm_names), 3)
         lm[:, self.joint_lm] = pj
@@ -224,6 +232,11 @@ def _initial_camera(det: Detection, K: np.ndarray) -> tuple[np.ndarray, np.ndarr
     x = (cx - K[0, 2]) / f * z
     y = (cy - K[1, 2]) / f * z
     return rot, np.array([x, y, z], np.float32)
+
+
+def _shared(shape_free: torch.Tensor) -> torch.Tensor:
+    """Per-photo free shape parameters [P, S] -> one shared [1, S] (their mean), a new leaf."""
+    return shape_free.detach().mean(0, keepdim=True).requires_grad_(True)
 
 
 def _matrix_to_axis_angle(R: np.ndarray) -> np.ndarray:
@@ -293,11 +306,11 @@ def _fit(body, detections, progress, intrinsics, cfg: FitConfig, start: BodyFit 
 
     if start is None:
         cams = [_initial_camera(d, K) for d, K in zip(detections, Ks)]
-        shape_free = torch.zeros(len(body.shape_labels))
+        shape_free = torch.zeros(P if cfg.shared_shape_stage > 0 else 1, len(body.shape_labels))
         pose = torch.zeros(P, len(kin.fit_joints), 3)
     else:  # warm start from an earlier fit of the same photos
         cams = [(_matrix_to_axis_angle(c.R), c.t) for c in start.cameras]
-        shape_free = _inverse_elementwise(kin.shape_from_free, torch.as_tensor(start.shape, dtype=torch.float32))
+        shape_free = _inverse_elementwise(kin.shape_from_free, torch.as_tensor(start.shape, dtype=torch.float32))[None]
         pose = torch.as_tensor(np.asarray(start.poses, np.float32)[:, kin.fit_idx])
     rot = torch.tensor(np.stack([r for r, _ in cams]), dtype=torch.float32, requires_grad=True)
     transl = torch.tensor(np.stack([t for _, t in cams]), dtype=torch.float32, requires_grad=True)
@@ -340,16 +353,20 @@ def _fit(body, detections, progress, intrinsics, cfg: FitConfig, start: BodyFit 
             loss = loss + sil / P
         return loss
 
-    stage_params = [[rot, transl], [rot, transl, pose, shape_free], [rot, transl, pose, shape_free]]
     stage_seconds = {"setup": t_setup}
     for stage, n in enumerate(cfg.iterations):
         t0 = time.perf_counter()
+        if stage == cfg.shared_shape_stage and shape_free.shape[0] > 1:
+            shape_free = _shared(shape_free)
+        stage_params = [rot, transl] if stage == 0 else [rot, transl, pose, shape_free]
         if n > 0:
-            opt = torch.optim.Adam(stage_params[stage], lr=cfg.lr)
+            groups = [{"params": [p], "base_lr": cfg.lr_shape if p is shape_free else cfg.lr}
+                      for p in stage_params]
+            opt = torch.optim.Adam(groups, lr=cfg.lr)
             final = cfg.lr_final if stage == len(cfg.iterations) - 1 else 1.0
             for it in range(n):
                 for g in opt.param_groups:
-                    g["lr"] = cfg.lr * (1.0 + (final - 1.0) * it / max(n - 1, 1))
+                    g["lr"] = g["base_lr"] * (1.0 + (final - 1.0) * it / max(n - 1, 1))
                 opt.zero_grad()
                 loss = loss_fn(stage, refresh=it % cfg.match_every == 0)
                 loss.backward()
@@ -358,6 +375,10 @@ def _fit(body, detections, progress, intrinsics, cfg: FitConfig, start: BodyFit 
                 if progress and done % 10 == 0:
                     progress(done / total)
         stage_seconds[STAGES[stage]] = time.perf_counter() - t0
+    if shape_free.shape[0] > 1:
+        shape_free = _shared(shape_free)
+    with torch.no_grad():
+        final_loss = float(loss_fn(len(cfg.iterations) - 1, refresh=True))
 
     with torch.no_grad():
         lm, _ = kin.posed(shape_free, pose)
@@ -371,13 +392,14 @@ def _fit(body, detections, progress, intrinsics, cfg: FitConfig, start: BodyFit 
     cams = [Camera(K=Ks[i], R=Rm[i].astype(np.float32), t=transl[i].detach().numpy().astype(np.float32),
                    width=detections[i].image_size[1], height=detections[i].image_size[0]) for i in range(P)]
     return BodyFit(
-        shape=kin.shape_from_free(shape_free).detach().numpy().astype(np.float32),
+        shape=kin.shape_from_free(shape_free[0]).detach().numpy().astype(np.float32),
         poses=full_pose.numpy().astype(np.float32),
         cameras=cams,
         keypoint_error_pct=kp_err,
         seconds=time.perf_counter() - t_start,
         iterations=sum(cfg.iterations),
         stage_seconds=stage_seconds,
+        loss=final_loss,
     )
 
 
