@@ -47,6 +47,18 @@ covers; ``same_view_psnr_gt_fit`` unprojects the photo through the ground-truth 
 pose and camera (the texture path alone, as if the fit were perfect; classical fill) and
 renders it the same way.
 
+Per-stage fit times (``fit_stage_seconds_median``: setup, camera, pose, silhouette stages
+of the optimisation and the IoU check; fit.json's ``stage_seconds``) beside
+``fit_seconds_median``.
+
+Several photos of one person (``--multi-photo N``, default ``min(5, synthetic // 10)``): N
+people, each with a fixed body shape in 3 photos (its own pose, camera and clothes each;
+seeds from ``seed_offset + 500000``), go through ``fit_stage`` once with the 3 photos
+together (one shared shape) and once per photo. ``methods.pipeline.shape_err_joint`` is
+the median over the people of the joint fit's shape error, ``shape_err_single_median``
+the median over the people of the median of their three single-photo fits' errors;
+details under ``multi_photo``.
+
 With ``--photos DIR``: every image there (png/jpg/jpeg/webp; not ``*_mask.png``; other files
 such as ``*_clothes.json`` are ignored) goes through the same stages; ``fit_iou`` is
 measured against ``NAME_mask.png`` when it exists (else null) and ``fit_iou_detector``
@@ -312,6 +324,7 @@ def score_sample(ctx: Context, seed: int, work: Path) -> dict:
                                        / max(s.person_height_px, 1.0)) if ok.any() else float("nan")
     row["shape_err"] = float(np.abs(np.asarray(fit["shape"]) - s.shape).mean())
     row["timings"] = timings
+    row["fit_stage_seconds"] = fit.get("stage_seconds", {})
     # textures
     texs, seen = ctx.fills(d, np.asarray(fit["shape"], np.float32))
     unseen = ctx.tm.covered & ~seen
@@ -387,12 +400,82 @@ def score_photo(ctx: Context, path: Path, work: Path) -> dict:
     row["same_view_psnr"] = masked_psnr(front, img, mask)
     row["same_view_ssim"] = masked_ssim(front, img, mask)
     row.update({f"{k}_seconds": float(v) for k, v in timings.items()})
+    row["fit_stage_seconds"] = fit.get("stage_seconds", {})
     back_cam = _turned_camera(cam, vs, ctx.gen)
     bimg, _ = ctx.gen.render(vs, back_cam, tex)
     row["_sheet"] = [img, _overlay(img, sil), front, bimg, None]
     row["warnings"] = fit.get("warnings", [])
     shutil.rmtree(d, ignore_errors=True)
     return row
+
+
+# ---- several photos of one person ------------------------------------------------------------
+MULTI_PHOTO_SEED_OFFSET = 500_000  # added to --seed-offset: people apart from the single-photo samples
+MULTI_PHOTO_VIEWS = 3
+
+
+def fixed_shape_sample(gen, seed: int, shape: np.ndarray):
+    """A generator sample whose body has `shape` (pose, camera, clothes, ... from `seed`)."""
+    draw = gen.random_shape
+    gen.random_shape = lambda rng: (draw(rng), np.asarray(shape, np.float32))[1]  # same random stream
+    try:
+        return gen.sample(seed, views=False)
+    finally:
+        del gen.random_shape
+
+
+def _fit_only(images: list[np.ndarray], work: Path) -> dict:
+    """fit_stage on these photos in a fresh avatar directory -> fit.json."""
+    from PIL import Image
+
+    from models.pipeline import fit_stage
+
+    d = Path(tempfile.mkdtemp(prefix="m_", dir=work))
+    (d / "originals").mkdir()
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(d / "originals" / f"photo_{i}.png")
+    try:
+        fit_stage(d)
+        return json.loads((d / "fit" / "fit.json").read_text())
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def score_multi_photo(ctx: Context, k: int, seed_offset: int, work: Path) -> dict:
+    """One person (a fixed shape) in three photos (own pose, camera, clothes each): the
+    shape error of the joint fit and of each photo fitted alone."""
+    from models.errors import PipelineError
+
+    base = seed_offset + MULTI_PHOTO_SEED_OFFSET + 10 * k
+    shape = ctx.gen.random_shape(np.random.default_rng(base))
+    samples = [fixed_shape_sample(ctx.gen, base + j, shape) for j in range(MULTI_PHOTO_VIEWS)]
+    row: dict = {"seeds": [base + j for j in range(MULTI_PHOTO_VIEWS)],
+                 "poses": [s.meta["pose_kind"]["kind"] for s in samples]}
+    try:
+        t0 = time.perf_counter()
+        joint = _fit_only([s.image for s in samples], work)
+        row["joint_seconds"] = time.perf_counter() - t0
+        singles = [_fit_only([s.image], work) for s in samples]
+    except PipelineError as exc:
+        row["error"] = exc.code
+        return row
+    row["shape_err_joint"] = float(np.abs(np.asarray(joint["shape"]) - shape).mean())
+    row["shape_err_single"] = [float(np.abs(np.asarray(f["shape"]) - shape).mean()) for f in singles]
+    row["shape_err_single_median"] = float(np.median(row["shape_err_single"]))
+    return row
+
+
+def summarize_multi_photo(rows: list[dict]) -> dict:
+    ok = [r for r in rows if "error" not in r]
+    return {
+        "people": len(rows),
+        "photos_per_person": MULTI_PHOTO_VIEWS,
+        "failures": len(rows) - len(ok),
+        "shape_err_joint": _median(r["shape_err_joint"] for r in ok),
+        "shape_err_single_median": _median(r["shape_err_single_median"] for r in ok),
+        "joint_better": sum(r["shape_err_joint"] < r["shape_err_single_median"] for r in ok),
+        "per_person": rows,
+    }
 
 
 def list_photos(folder: Path) -> list[Path]:
@@ -420,6 +503,8 @@ def summarize(rows: list[dict]) -> dict:
         "shape_err_median": _median(r["shape_err"] for r in ok),
         "detect_seconds_median": _median(r["timings"]["detect"] for r in ok),
         "fit_seconds_median": _median(r["timings"]["fit"] for r in ok),
+        "fit_stage_seconds_median": {k: _median(r.get("fit_stage_seconds", {}).get(k) for r in ok)
+                                     for k in sorted({k for r in ok for k in r.get("fit_stage_seconds", {})})},
         "texture_seconds_median": _median(r["timings"]["texture"] for r in ok),
         "bake_seconds_median": _median(r["timings"]["bake"] for r in ok),
         "failures": len(rows) - len(ok),
@@ -490,6 +575,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sheet", type=Path, help="write a contact sheet PNG here")
     ap.add_argument("--size", type=int, default=512, help="synthetic photo size (default 512)")
     ap.add_argument("--seed-offset", type=int, default=SEED_OFFSET)
+    ap.add_argument("--multi-photo", type=int, default=None,
+                    help="people fitted from 3 photos each, jointly and photo by photo "
+                         "(default: synthetic // 10, at most 5)")
     args = ap.parse_args(argv)
     if args.synthetic <= 0 and not args.photos:
         ap.error("nothing to do: give --synthetic N and/or --photos DIR")
@@ -515,6 +603,16 @@ def main(argv: list[str] | None = None) -> dict:
                       f"classical {r['methods']['classical']['back_view_psnr']:.2f}"
                       + (f", diffusion {r['methods']['diffusion']['back_view_psnr']:.2f}"
                          if "diffusion" in r["methods"] else "") + ")", flush=True)
+                print(f"  detect {r['timings']['detect']:.2f} s, fit {r['timings']['fit']:.2f} s ("
+                      + ", ".join(f"{k} {v:.2f}" for k, v in r["fit_stage_seconds"].items()) + ")", flush=True)
+        multi = []
+        n_multi = min(5, args.synthetic // 10) if args.multi_photo is None else args.multi_photo
+        for k in range(n_multi):
+            r = score_multi_photo(ctx, k, args.seed_offset, work)
+            multi.append(r)
+            print(f"several photos, person {k}: " + (r["error"] if "error" in r else
+                  f"shape error joint {r['shape_err_joint']:.3f}, single "
+                  f"{', '.join(f'{e:.3f}' for e in r['shape_err_single'])}"), flush=True)
         photo_rows = []
         if args.photos:
             for path in list_photos(args.photos):
@@ -523,8 +621,14 @@ def main(argv: list[str] | None = None) -> dict:
                 photo_rows.append(r)
                 print(f"photo {path.name}: {json.dumps(_clean(r))}", flush=True)
 
+    methods = summarize(rows) if rows else {}
+    multi_summary = summarize_multi_photo(multi) if multi else None
+    if multi_summary and "pipeline" in methods:  # the product's figures; details under multi_photo
+        methods["pipeline"]["shape_err_joint"] = multi_summary["shape_err_joint"]
+        methods["pipeline"]["shape_err_single_median"] = multi_summary["shape_err_single_median"]
     result = {
-        "methods": summarize(rows) if rows else {},
+        "methods": methods,
+        "multi_photo": multi_summary,
         "samples": len(rows),
         "photos": _clean(photos),
         "seed_offset": args.seed_offset,
