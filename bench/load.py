@@ -58,13 +58,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used (Linux /proc; 0 elsewhere)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds a process has used (Linux /proc; zeros elsewhere)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used."""
+    return sum(cpu_times(pid))
 
 
 def wait_for(predicate, timeout_s: float, what: str) -> None:
@@ -362,7 +368,9 @@ async def measure(args: argparse.Namespace, services: Services, key: str) -> dic
     status_run, status_cpu = await timed(hammer(
         port, get_request(f"/v1/jobs/{job_id}", auth), args.concurrency, args.seconds,
         args.warmup, args.max_requests))
+    user0, system0 = cpu_times(pid)
     uploads, upload_cpu = await timed(upload_rounds(port, upload_raw, args.uploads, args.rounds))
+    user1, system1 = cpu_times(pid)
 
     def per_request_ms(cpu: float, run: dict, key: str) -> float:
         # the warm-up's requests used CPU too: count them at the measured rate
@@ -393,6 +401,10 @@ async def measure(args: argparse.Namespace, services: Services, key: str) -> dic
         "upload_max_ms": round(uploads["max_ms"], 1),
         "upload_p95_ms_per_round": uploads["p95_ms_per_round"],
         "upload_gateway_cpu_ms_per_upload": round(1000 * upload_cpu / uploads["uploads"], 1),
+        "upload_gateway_user_ms_per_upload": round(1000 * (user1 - user0) / uploads["uploads"], 1),
+        "upload_gateway_system_ms_per_upload": round(
+            1000 * (system1 - system0) / uploads["uploads"], 1
+        ),
         "cpus": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
@@ -433,7 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  gateway CPU per request: healthz "
           f"{result['baseline_healthz_gateway_cpu_ms_per_request']:.2f} ms, status "
           f"{result['status_gateway_cpu_ms_per_request']:.2f} ms, upload "
-          f"{result['upload_gateway_cpu_ms_per_upload']:.1f} ms")
+          f"{result['upload_gateway_cpu_ms_per_upload']:.1f} ms "
+          f"({result['upload_gateway_user_ms_per_upload']:.1f} user + "
+          f"{result['upload_gateway_system_ms_per_upload']:.1f} system: network, writes, fsync)")
     print(f"  POST /v1/avatars x{args.uploads} of {result['upload_bytes'] / 1e6:.1f} MB   "
           f"p50 {result['upload_p50_ms']:.0f} ms   p95 {result['upload_p95_ms']:.0f} ms   "
           f"max {result['upload_max_ms']:.0f} ms   (target p95 <= 300 ms)")

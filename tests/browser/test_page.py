@@ -153,9 +153,17 @@ def open_3d_view(page, name: str) -> None:
     assert canvas.get_attribute("aria-label")
     first = shot(canvas, f"{name}-3d-view")
     assert image_spread(first) > 10, "the 3D view is empty"
-    time.sleep(1.0)
-    second = shot(canvas, f"{name}-3d-view-later")
-    assert image_difference(first, second) > 0.05, "the 3D avatar does not move"
+    # Software WebGL on a loaded CI machine draws few frames a second: wait (bounded) for
+    # the animation to move the avatar visibly rather than sampling once after 1 s.
+    moved = 0.0
+    deadline = time.monotonic() + 20.0
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        second = shot(canvas, f"{name}-3d-view-later")
+        moved = image_difference(first, second)
+        if moved > 0.05:
+            break
+    assert moved > 0.05, f"the 3D avatar does not move (difference {moved:.3f})"
 
 
 # --------------------------------------------------------------------- tests
