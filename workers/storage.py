@@ -91,6 +91,10 @@ def atomic_write_stream(path: Path, source: BinaryIO) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+#: Files the gateway may store beside the photos (see ``Storage.create``).
+EXTRA_NAME = re.compile(r"(keypoints_\d+\.json|mask_\d+\.png|options\.json)")
+
+
 def _write_new_file(path: Path, source: io.BytesIO) -> int:
     """Write a new file inside a directory still being assembled (renamed into place
     later, so the file itself needs no temporary name); fsynced. Returns its size."""
@@ -203,8 +207,12 @@ class AvatarStorage:
         job_id: str,
         avatar_id: str | None = None,
         tenant: str = "anonymous",
+        extras: dict[str, bytes] | None = None,
     ) -> dict[str, Any]:
         """Store a new avatar's originals and metadata; returns the metadata.
+
+        ``extras``: more files for ``originals/`` beside the photos, by name: uploaded fit
+        inputs (``keypoints_<i>.json``, ``mask_<i>.png``) and ``options.json``.
 
         All files are written under a hidden temporary directory which is renamed
         to its final name last: on any error the temporary directory is removed and
@@ -243,6 +251,10 @@ class AvatarStorage:
                         "original_filename": display_name(photo.original_filename),
                     }
                 )
+            for name, data in sorted((extras or {}).items()):
+                if not EXTRA_NAME.fullmatch(name):
+                    raise ValueError(f"not an originals file name: {name!r}")
+                _write_new_file(originals / name, io.BytesIO(data))
             meta = {
                 "id": avatar_id,
                 "tenant": tenant,

@@ -71,6 +71,7 @@ class FitConfig:
     w_outside: float = 10.0
     w_fill: float = 10.0
     w_natural: float = 0.01
+    torso_prior_weight: float = 4.0  # spine, neck and head: this much stiffer than the limbs
     w_limits: float = 0.05
     w_twist: float = 0.02
     w_shape: float = 0.01
@@ -334,7 +335,7 @@ def _fit(body, detections, progress, intrinsics, cfg: FitConfig, start: BodyFit 
         data = w * (c * gmof(r2, ks2)).sum() / c.sum().clamp(min=1e-6)
         if stage == 0:
             return data
-        prior = (cfg.w_natural * kin.prior.natural(pose) + cfg.w_limits * kin.prior.limits(pose)
+        prior = (cfg.w_natural * kin.prior.natural(pose, cfg.torso_prior_weight) + cfg.w_limits * kin.prior.limits(pose)
                  + cfg.w_twist * kin.prior.twist(pose) + cfg.w_shape * shape_prior(shape_free))
         loss = data + prior
         if stage == 2:

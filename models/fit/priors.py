@@ -95,8 +95,10 @@ class PosePrior:
         t = (pose * self.bone).sum(-1)
         return (t * t).sum(-1).mean()
 
-    def natural(self, pose: torch.Tensor) -> torch.Tensor:
-        return ((pose * pose).sum(-1) * self.weight).sum(-1).mean()
+    def natural(self, pose: torch.Tensor, torso_weight: float = TORSO_WEIGHT) -> torch.Tensor:
+        """Weighted squared rotation angles; `torso_weight` for spine, neck and head."""
+        w = torch.where(self.weight == TORSO_WEIGHT, torch.tensor(torso_weight), self.weight)
+        return ((pose * pose).sum(-1) * w).sum(-1).mean()
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

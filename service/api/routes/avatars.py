@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
@@ -174,12 +174,85 @@ def avatar_links(avatar_id: str, job_id: str) -> AvatarLinks:
     )
 
 
-def _fingerprint(photos: list[Any]) -> str:
+def _fingerprint(photos: list[Any], extras: dict[str, bytes] | None = None) -> str:
     """What makes two uploads "the same request": their photos, in order (as stored:
-    photos that differ only in metadata are the same photos)."""
+    photos that differ only in metadata are the same photos), and any fit inputs."""
     import hashlib
 
-    return hashlib.sha256("\n".join(p.sha256 for p in photos).encode()).hexdigest()
+    lines = [p.sha256 for p in photos]
+    lines += [f"{name}:{hashlib.sha256(data).hexdigest()}" for name, data in sorted((extras or {}).items())]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+#: Largest uploaded keypoints file (OpenPose JSON of one photo).
+MAX_KEYPOINTS_BYTES = 2 * 1024 * 1024
+
+
+def _fit_inputs(
+    keypoints: list[UploadFile] | None,
+    masks: list[UploadFile] | None,
+    photos: list[Any],
+    strict: bool,
+    max_bytes: int,
+    max_pixels: int,
+) -> dict[str, bytes]:
+    """Check the optional per-photo keypoints and masks; -> files for ``originals/``.
+    Blocking (reads and decodes): call it from a thread."""
+    import io
+
+    from PIL import Image
+
+    from models.detect.keypoint_formats import parse_openpose
+    from models.errors import PipelineError
+
+    extras: dict[str, bytes] = {}
+    for field, parts in (("keypoints", keypoints), ("masks", masks)):
+        if parts and len(parts) != len(photos):
+            raise ApiError(
+                400, "misaligned_upload",
+                f"Send one '{field}' part per photo, in the photos' order (an empty part for "
+                f"a photo without): got {len(parts)} for {len(photos)} photos.",
+            )
+    for i, part in enumerate(keypoints or []):
+        data = part.file.read(MAX_KEYPOINTS_BYTES + 1)
+        if not data:
+            continue
+        if len(data) > MAX_KEYPOINTS_BYTES:
+            raise ApiError(413, "upload_too_large", "A keypoints file is larger than 2 MiB.", {"photo": i})
+        try:
+            parse_openpose(data)
+        except PipelineError as exc:
+            raise ApiError(422, exc.code, exc.message, {"photo": i}) from exc
+        extras[f"keypoints_{i}.json"] = data
+    for i, part in enumerate(masks or []):
+        data = part.file.read(max_bytes + 1)
+        if not data:
+            continue
+        bad = ApiError(422, "invalid_mask", "A person mask is not a readable PNG, JPEG or WebP image.",
+                       {"photo": i})
+        try:
+            with Image.open(io.BytesIO(data), formats=["PNG", "JPEG", "WEBP"]) as im:
+                if im.width * im.height > max_pixels:
+                    raise ApiError(413, "image_too_large", "A person mask is too large.", {"photo": i})
+                has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+                gray = im.convert("RGBA").getchannel("A") if has_alpha else im.convert("L")
+        except ApiError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad mask
+            raise bad from exc
+        w, h = photos[i].width, photos[i].height
+        if abs(gray.width / gray.height - w / h) > 0.02 * w / h:
+            raise ApiError(
+                422, "invalid_mask",
+                f"A person mask is {gray.width}x{gray.height}; its photo is {w}x{h} (upright): "
+                "the aspect ratios differ.", {"photo": i},
+            )
+        out = io.BytesIO()
+        gray.save(out, format="PNG")
+        extras[f"mask_{i}.png"] = out.getvalue()
+    if strict:
+        extras["options.json"] = b'{"strict": true}'
+    return extras
 
 
 def _created_response(avatar_id: str, job_id: str, replayed: bool = False) -> JSONResponse:
@@ -208,6 +281,23 @@ async def create_avatar(
         list[UploadFile] | None,
         File(description="1..max_photos JPEG, PNG or WebP photos of one person."),
     ] = None,
+    keypoints: Annotated[
+        list[UploadFile] | None,
+        File(description="Optional, one part per photo in the photos' order (an empty part for "
+             "a photo without): OpenPose JSON keypoints (BODY_25 or COCO-18 body, face, hands) in "
+             "the pixels of the photo as displayed (EXIF orientation applied)."),
+    ] = None,
+    masks: Annotated[
+        list[UploadFile] | None,
+        File(description="Optional, one part per photo in the photos' order (an empty part for "
+             "a photo without): the person's mask (white = person, or the image's alpha), the "
+             "photo's aspect ratio. With keypoints and a mask, detection is skipped."),
+    ] = None,
+    strict: Annotated[
+        bool,
+        Form(description="Several people in a photo fail the job (multiple_people) instead of "
+             "using the largest one with a warning."),
+    ] = False,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -244,11 +334,18 @@ async def create_avatar(
             max_bytes=settings.max_upload_bytes,
         )
         validated.append(await anyio.to_thread.run_sync(check, limiter=services.decode_limiter()))
+    extras = None
+    if keypoints or masks or strict:
+        extras = await anyio.to_thread.run_sync(
+            partial(_fit_inputs, keypoints, masks, validated, strict, settings.max_upload_bytes,
+                    settings.max_pixels),
+            limiter=services.decode_limiter(),
+        )
 
     avatar_id, job_id = new_id(), new_id()
     tenant = principal.tenant
     if idempotency_key is not None:
-        reservation = Reservation(_fingerprint(validated), avatar_id, job_id)
+        reservation = Reservation(_fingerprint(validated, extras), avatar_id, job_id)
         try:
             held = await run_in_threadpool(
                 services.idempotency.reserve, tenant, idempotency_key, reservation
@@ -272,7 +369,7 @@ async def create_avatar(
             return _created_response(held.avatar_id, held.job_id, replayed=True)
     JOB_ID.set(job_id)
     try:
-        await _store_and_enqueue(services, validated, avatar_id, job_id, tenant)
+        await _store_and_enqueue(services, validated, avatar_id, job_id, tenant, extras)
     except BaseException:
         if idempotency_key is not None:
             with anyio.CancelScope(shield=True):
@@ -303,21 +400,23 @@ async def _job_missing(services: Any, job_id: str, tenant: str) -> bool:
 
 
 async def _store_and_enqueue(
-    services: Any, validated: list[Any], avatar_id: str, job_id: str, tenant: str
+    services: Any, validated: list[Any], avatar_id: str, job_id: str, tenant: str,
+    extras: dict[str, bytes] | None = None,
 ) -> None:
     """Store the photos, record the job, send it (one worker thread for the three)."""
     await run_in_threadpool(
-        _store_and_enqueue_blocking, services, validated, avatar_id, job_id, tenant
+        _store_and_enqueue_blocking, services, validated, avatar_id, job_id, tenant, extras
     )
 
 
 def _store_and_enqueue_blocking(
-    services: Any, validated: list[Any], avatar_id: str, job_id: str, tenant: str
+    services: Any, validated: list[Any], avatar_id: str, job_id: str, tenant: str,
+    extras: dict[str, bytes] | None = None,
 ) -> None:
     """Blocking part of ``_store_and_enqueue``; undoes what was done on failure (503)."""
     storage, jobs, celery = services.storage, services.jobs, services.celery
     try:
-        storage.create(validated, job_id=job_id, avatar_id=avatar_id, tenant=tenant)
+        storage.create(validated, job_id=job_id, avatar_id=avatar_id, tenant=tenant, extras=extras)
     except OSError as exc:
         log.exception("could not store avatar %s", avatar_id)
         raise ApiError(503, "storage_unavailable", "The photos could not be stored.") from exc
