@@ -470,6 +470,17 @@ def train_inpaint(data_dir: Path, out_dir: Path, steps: int, batch_size: int, lr
                f"model: {summary['model']}")
 
 
+@train_group.command(name="publish")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@friendly_errors
+def train_publish(model_dir: Path) -> None:
+    """Make MODEL_DIR (RUN/model) the shipped default: copy it to models/weights/ and register
+    its files and checksums in models/weights/registry.json."""
+    from models.inpaint.registry import publish_default
+
+    click.echo(str(publish_default(model_dir)))
+
+
 @main.group(name="models")
 def models_group() -> None:
     """Model assets."""

@@ -52,7 +52,8 @@ def colour_match(pred: np.ndarray, obs: np.ndarray, where: np.ndarray) -> tuple[
 
 
 def diffusion_fill(rgb: np.ndarray, observed: np.ndarray, covered: np.ndarray, body, inpainter,
-                   steps: int | None = None, sampler: str | None = None, seed: int = 0) -> DiffusionFill:
+                   steps: int | None = None, sampler: str | None = None, seed: int = 0,
+                   threads: int | None = 1) -> DiffusionFill:
     """rgb [T,T,3] 0..1 valid where `observed`; covered [T,T] -> the filled texture."""
     t0 = time.perf_counter()
     S = inpainter.cfg.atlas_size
@@ -62,7 +63,7 @@ def diffusion_fill(rgb: np.ndarray, observed: np.ndarray, covered: np.ndarray, b
                          f"({inpainter.cfg.body_model}, {inpainter.cfg.uv_fingerprint}) than this body's "
                          f"({maps.fingerprint})")
     low_rgb, low_obs = downsample_partial(rgb, observed, covered, S)
-    res = inpainter(low_rgb, low_obs, maps, steps=steps, sampler=sampler, seed=seed)
+    res = inpainter(low_rgb, low_obs, maps, steps=steps, sampler=sampler, seed=seed, threads=threads)
     alpha, beta = colour_match(res.texture, low_rgb, low_obs & maps.covered)
     low = np.clip(res.texture * alpha + beta, 0, 1).astype(np.float32)
     low = pull_push(low, maps.covered)
@@ -111,8 +112,9 @@ def fill_unseen(rgb: np.ndarray, weight: np.ndarray, covered: np.ndarray, body, 
                 raise ModelAssetError(f"{msg}; train one for it or set AVATARS_INPAINT_METHOD=classical.")
             method, reason = "classical", msg
         else:
-            steps, sampler = sampling_overrides()
-            res = diffusion_fill(rgb, weight > 0, covered, body, inpainter, steps=steps, sampler=sampler)
+            steps, sampler, threads = sampling_overrides()
+            res = diffusion_fill(rgb, weight > 0, covered, body, inpainter, steps=steps, sampler=sampler,
+                                 threads=threads)
             info = {"method": "diffusion", "model": getattr(inpainter, "source_name", "?"), "steps": res.steps,
                     "sampler": res.sampler, "atlas_size": int(inpainter.cfg.atlas_size),
                     "colour_match": res.colour, "seconds": round(res.seconds, 3)}

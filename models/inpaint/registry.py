@@ -5,6 +5,7 @@
                                unset: the default model shipped in models/weights/
     AVATARS_INPAINT_STEPS      sampling steps (unset: the model's default)
     AVATARS_INPAINT_SAMPLER    ddim | dpm (unset: the model's default)
+    AVATARS_INPAINT_THREADS    torch threads while sampling (default 1: fastest on a busy CPU)
 
 Weights never come from a hub. ``models/weights/registry.json`` lists every shipped file
 with its sha256 and what it is for; a configured folder is checked against the sha256
@@ -26,6 +27,7 @@ METHOD_SETTING = "AVATARS_INPAINT_METHOD"
 MODEL_DIR_SETTING = "AVATARS_INPAINT_MODEL_DIR"
 STEPS_SETTING = "AVATARS_INPAINT_STEPS"
 SAMPLER_SETTING = "AVATARS_INPAINT_SAMPLER"
+THREADS_SETTING = "AVATARS_INPAINT_THREADS"
 METHODS = ("diffusion", "classical")
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 REGISTRY_PATH = WEIGHTS_DIR / "registry.json"
@@ -69,8 +71,8 @@ def inpaint_method() -> str:
     return configured_method() or ("diffusion" if model_source() is not None else "classical")
 
 
-def sampling_overrides() -> tuple[int | None, str | None]:
-    """(steps, sampler) from AVATARS_INPAINT_STEPS / AVATARS_INPAINT_SAMPLER; None = model default."""
+def sampling_overrides() -> tuple[int | None, str | None, int]:
+    """(steps, sampler, threads) from AVATARS_INPAINT_STEPS / _SAMPLER / _THREADS; None = model default."""
     from models.inpaint.model import SAMPLERS
 
     steps_raw = os.environ.get(STEPS_SETTING, "").strip()
@@ -86,7 +88,10 @@ def sampling_overrides() -> tuple[int | None, str | None]:
     if sampler is not None and sampler not in SAMPLERS:
         raise PipelineError("invalid_setting", f"Unknown {SAMPLER_SETTING} {sampler!r}; choose one of: "
                             f"{', '.join(SAMPLERS)}.")
-    return steps, sampler
+    threads_raw = os.environ.get(THREADS_SETTING, "").strip() or "1"
+    if not threads_raw.isdigit() or not 1 <= int(threads_raw) <= 256:
+        raise PipelineError("invalid_setting", f"{THREADS_SETTING} must be an integer 1..256, got {threads_raw!r}.")
+    return steps, sampler, int(threads_raw)
 
 
 def model_source() -> ModelSource | None:
@@ -157,3 +162,42 @@ def get_inpainter(source: ModelSource | None = None):
             model.source_name = source.name
             _cache[key] = model
         return model
+
+
+def publish_default(model_dir: Path, purpose: str | None = None) -> Path:
+    """Copy a trained model folder to models/weights/inpaint_default and register its files
+    (path, sha256, bytes) in models/weights/registry.json. -> the shipped folder."""
+    import shutil
+
+    from models.inpaint.model import CONFIG_NAME, WEIGHT_FILES, sha256_file
+
+    model_dir = Path(model_dir)
+    src = ModelSource("configured", model_dir, json.loads((model_dir / CONFIG_NAME).read_text())["files"])
+    verify(src)
+    dest = WEIGHTS_DIR / DEFAULT_MODEL
+    tmp = WEIGHTS_DIR / (DEFAULT_MODEL + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for rel in (CONFIG_NAME, *WEIGHT_FILES):
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model_dir / rel, tmp / rel)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.replace(dest)
+    reg = read_registry()
+    reg[DEFAULT_MODEL] = {
+        "path": DEFAULT_MODEL,
+        "kind": "inpaint",
+        "purpose": purpose or ("Default texture-space diffusion inpainting model (diffusers UNet2DModel + DDPM "
+                               "scheduler config): fills the texels of the UV texture the photo does not show. "
+                               "Trained by the project on its own synthetic people (Anny UV layout)."),
+        "how_to_obtain": "Ships in the repository. Re-create: `avatars train data --out PAIRS`, "
+                         "`avatars train inpaint --data PAIRS --out RUN`, `avatars train publish RUN/model` "
+                         "(README, 'Texture inpainting').",
+        "files": {rel: {"sha256": sha256_file(dest / rel), "bytes": (dest / rel).stat().st_size}
+                  for rel in (CONFIG_NAME, *WEIGHT_FILES)},
+    }
+    tmp_reg = REGISTRY_PATH.with_suffix(".json.tmp")
+    tmp_reg.write_text(json.dumps(reg, indent=1) + "\n")
+    tmp_reg.replace(REGISTRY_PATH)
+    with _lock:
+        _cache.clear()
+    return dest
