@@ -7,7 +7,10 @@
    lighting, white balance, camera), so no seam shows between the observed region and
    the inpainted one.
 4. Observed texels keep their full resolution; only unseen ones are taken from the
-   upsampled, colour-matched model texture. Pull-push fills the atlas gutters.
+   upsampled, colour-matched model texture.
+5. The model colours the two sides of a UV seam (the spine, neck, shoulders, wrists,
+   ankles) separately: a smooth correction of the unseen texels (models.inpaint.seams)
+   makes the colours meet there. Pull-push fills the atlas gutters.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import cv2
 import numpy as np
 
 from models.inpaint.lowres import atlas_maps, downsample_partial
+from models.inpaint.seams import blend_seams
 from models.texture.fill import pull_push
 
 MIN_MATCH_TEXELS = 16
@@ -32,6 +36,7 @@ class DiffusionFill:
     sampler: str
     seconds: float  # sampling + composition (the model load is not counted)
     colour: dict = field(default_factory=dict)  # alpha [3], beta [3]
+    seams: dict = field(default_factory=dict)  # models.inpaint.seams.blend_seams's info
 
 
 def colour_match(pred: np.ndarray, obs: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,11 +75,13 @@ def diffusion_fill(rgb: np.ndarray, observed: np.ndarray, covered: np.ndarray, b
     T = covered.shape[0]
     up = cv2.resize(low, (T, T), interpolation=cv2.INTER_LINEAR)
     full = np.where(observed[..., None], rgb, up).astype(np.float32)
-    full = pull_push(full, covered)
+    blend = blend_seams(full, observed, covered, body.topology)
+    full = pull_push(blend.texture, covered)
     return DiffusionFill(texture=full, low=low, steps=res.steps, sampler=res.sampler,
                          seconds=time.perf_counter() - t0,
                          colour={"alpha": [round(float(a), 4) for a in alpha],
-                                 "beta": [round(float(b), 4) for b in beta]})
+                                 "beta": [round(float(b), 4) for b in beta]},
+                         seams=blend.info)
 
 
 @dataclass
@@ -117,7 +124,7 @@ def fill_unseen(rgb: np.ndarray, weight: np.ndarray, covered: np.ndarray, body, 
                                  threads=threads)
             info = {"method": "diffusion", "model": getattr(inpainter, "source_name", "?"), "steps": res.steps,
                     "sampler": res.sampler, "atlas_size": int(inpainter.cfg.atlas_size),
-                    "colour_match": res.colour, "seconds": round(res.seconds, 3)}
+                    "colour_match": res.colour, "seams": res.seams, "seconds": round(res.seconds, 3)}
             return FillOutcome(res.texture, res.low, info)
     t0 = time.perf_counter()
     tex = classical_fill(rgb, weight, texel_pos(), covered)
