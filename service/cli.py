@@ -205,6 +205,7 @@ def worker(
         "--hostname",
         f"avatars-{os.getpid()}@%h",
     ]
+    os.environ["AVATARS_WORKER_POOL"] = pool  # which process warms the models (workers.tasks)
     if settings.embedded:
         # No broadcast traffic on the filesystem queue (see workers.celery_app).
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]

@@ -129,6 +129,11 @@ def test_photo_to_streamed_avatar(gateway: TestClient, worker_process, data_dir,
     print(f"streamed 60 frames of 256 px in {elapsed:.2f} s ({60 / elapsed:.1f} fps unpaced)")
 
     assert leftover_temp_files(data_dir / "avatars" / avatar_id) == []
+    # the pool process loaded its models when it started, not during the first job
+    assert "models loaded in" in worker_log(worker_process)
+    from models.inpaint.registry import inpaint_method
+
+    assert avatar["quality"]["inpaint"]["method"] == inpaint_method()
 
 
 def test_photo_without_person_fails_cleanly(

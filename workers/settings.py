@@ -121,6 +121,10 @@ class Settings(BaseSettings):
         default="json", description="Log lines of `avatars serve` and `avatars worker`."
     )
     access_log: bool = Field(default=True, description="One log line per HTTP request.")
+    warm_models: bool = Field(
+        default=True,
+        description="Workers load the body and inpainting models when they start, not on the first job.",
+    )
     worker_heartbeat_s: float = Field(
         default=2.0, gt=0, description="How often an embedded worker refreshes its heartbeat."
     )

@@ -33,6 +33,7 @@ task, so importing this module (the gateway never does) does not import torch.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -44,7 +45,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from workers.celery_app import FIT_QUEUE, FIT_TASK, INPAINT_QUEUE, INPAINT_TASK, app
 from workers.heartbeat import HeartbeatWriter
@@ -355,9 +356,49 @@ class _Heartbeat:
     writer: HeartbeatWriter | None = None
 
 
+#: Set by ``avatars worker`` to its ``--pool``: prefork warms each pool process, the
+#: others warm the worker process itself.
+POOL_SETTING = "AVATARS_WORKER_POOL"
+
+
+def warm_models(queues: list[str]) -> None:
+    """Load what this worker's tasks need (the body model; the inpainting model for the
+    inpaint queue) so the first job does not pay for it. Runs in a background thread: a
+    task that starts meanwhile waits on the registries' locks, never loads twice. A
+    failure is only logged: the task reports it properly when it needs the model."""
+    t0 = time.perf_counter()
+    try:
+        from models.body.registry import get_body
+
+        get_body()
+        if INPAINT_QUEUE in queues:
+            from models.inpaint.registry import get_inpainter, inpaint_method
+
+            if inpaint_method() == "diffusion":
+                get_inpainter()
+    except Exception as exc:  # noqa: BLE001 - the first task raises it with its job
+        log.warning("model warm-up failed (the first job will report it): %s", exc)
+        return
+    log.info("models loaded in %.1f s", time.perf_counter() - t0)
+
+
+def _start_warm_up() -> None:
+    if not get_settings().warm_models:
+        return
+    queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
+    threading.Thread(target=warm_models, args=(queues,), name="warm-models", daemon=True).start()
+
+
+@worker_process_init.connect
+def _warm_pool_process(**_: Any) -> None:
+    _start_warm_up()
+
+
 @worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     settings = get_settings()
+    if os.environ.get(POOL_SETTING, "prefork") != "prefork":
+        _start_warm_up()
     queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
     if not settings.embedded:
         import redis
