@@ -3,21 +3,27 @@
     .venv/bin/python bench/load.py --json load.json            # Redis mode (production)
     .venv/bin/python bench/load.py --mode embedded --json load.json
 
-Starts one gateway process (``uvicorn`` with the app of ``avatars serve``: JSON logs with
-an access line per request, API keys required, the rate limit raised out of the way) on
-127.0.0.1, and in Redis mode a private ``redis-server``; no worker runs, so uploaded jobs
-stay queued and nothing else competes for the CPU. Then, from this process:
+Starts ``--gateway-workers`` gateway processes (default: one per CPU, at most 4; each
+``uvicorn`` with the app of ``avatars serve``: JSON logs with an access line per request,
+API keys required, the rate limit raised out of the way) on 127.0.0.1, each on its own
+port, and in Redis mode a private ``redis-server``; no worker runs, so uploaded jobs stay
+queued and nothing else competes for the CPU. Then, from this process:
 
 1. baseline: ``GET /healthz`` (no key, no store) as fast as ``--concurrency``
-   keep-alive connections allow, for ``--seconds``;
-2. ``GET /v1/jobs/{id}`` with an API key, the same way: requests/s, p50/p99 latency;
+   keep-alive connections allow, for ``--seconds``, against ONE gateway process;
+2. ``GET /v1/jobs/{id}`` with an API key, the same way (ONE process): requests/s,
+   p50/p99 latency;
 3. ``--rounds`` rounds of ``--uploads`` concurrent ``POST /v1/avatars`` of one
-   ~``--upload-mb`` MB JPEG (a 12-megapixel photo): p50/p95/max time to the 202.
+   ~``--upload-mb`` MB JPEG (a 12-megapixel photo): p50/p95/max time to the 202, first
+   against ONE process (``upload_single_process_*``), then spread round-robin over all
+   the gateway processes as a load balancer would (``upload_*``; the same run when
+   there is one). CPU per upload is summed over the gateway processes.
 
 The client is a small HTTP/1.1 keep-alive client on asyncio streams (a request costs it
 a few tens of microseconds), so the gateway, not the client, is what is measured. Every
 loop is bounded by a count and a deadline. Prints a table and writes ``--json``:
-``status_rps``, ``status_p99_ms``, ``upload_p95_ms`` and the rest.
+``status_rps``, ``status_p99_ms`` (one process), ``upload_p95_ms`` (with
+``upload_gateway_processes``), ``upload_single_process_p95_ms`` and the rest.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 HOST = "127.0.0.1"
+#: Gateway processes for the upload runs by default: one per CPU, at most 4.
+DEFAULT_GATEWAY_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 # ----------------------------------------------------------------------- helpers
@@ -214,13 +222,14 @@ async def hammer(port: int, raw: bytes, concurrency: int, seconds: float, warmup
     }
 
 
-async def upload_rounds(port: int, raw: bytes, uploads: int, rounds: int) -> dict[str, Any]:
-    """``rounds`` x ``uploads`` concurrent uploads, each on its own fresh connection."""
+async def upload_rounds(ports: list[int], raw: bytes, uploads: int, rounds: int) -> dict[str, Any]:
+    """``rounds`` x ``uploads`` concurrent uploads, each on its own fresh connection; the
+    i-th upload of a round goes to ``ports[i % len(ports)]`` (round-robin)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     per_round = []
 
-    async def one() -> None:
+    async def one(port: int) -> None:
         conn = await Connection.open(port)
         try:
             t0 = time.perf_counter()
@@ -234,7 +243,9 @@ async def upload_rounds(port: int, raw: bytes, uploads: int, rounds: int) -> dic
 
     for _ in range(rounds):
         first = len(latencies)
-        await asyncio.wait_for(asyncio.gather(*(one() for _ in range(uploads))), timeout=120)
+        await asyncio.wait_for(
+            asyncio.gather(*(one(ports[i % len(ports)]) for i in range(uploads))), timeout=120
+        )
         per_round.append(percentile(latencies[first:], 95) * 1000)
         await asyncio.sleep(0.5)
     return {
@@ -264,11 +275,13 @@ def run_gateway(port: int) -> None:
 class Services:
     """redis-server (Redis mode) and the gateway process, stopped on exit."""
 
-    def __init__(self, mode: str, work: Path) -> None:
+    def __init__(self, mode: str, work: Path, gateways: int = 1) -> None:
         self.mode = mode
         self.work = work
         self.procs: list[subprocess.Popen] = []
-        self.port = free_port()
+        self.gateway_procs: list[subprocess.Popen] = []
+        self.ports = [free_port() for _ in range(gateways)]
+        self.port = self.ports[0]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("AVATARS_")}
         self.env.update(
             AVATARS_DATA_DIR=str(work / "data"),
@@ -305,22 +318,29 @@ class Services:
             wait_for(pong, 15, "redis-server")
             client.close()
         self.log = open(self.work / "gateway.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.procs.append(subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--gateway", str(self.port)],
-            env=self.env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
-        ))
+        # Gateway 0 serves the status runs alone; uploads go round-robin to all of them,
+        # as a load balancer in front of several gateway processes would send them.
+        for port in self.ports:
+            proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--gateway", str(port)],
+                env=self.env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
+            )
+            self.procs.append(proc)
+            self.gateway_procs.append(proc)
+        for port, proc in zip(self.ports, self.gateway_procs):
 
-        def up() -> bool:
-            if self.procs[-1].poll() is not None:
-                raise RuntimeError((self.work / "gateway.log").read_text(errors="replace"))
-            try:
-                with socket.create_connection((HOST, self.port), timeout=0.5):
-                    return True
-            except OSError:
-                return False
+            def up(port: int = port, proc: subprocess.Popen = proc) -> bool:
+                if proc.poll() is not None:
+                    raise RuntimeError((self.work / "gateway.log").read_text(errors="replace"))
+                try:
+                    with socket.create_connection((HOST, port), timeout=0.5):
+                        return True
+                except OSError:
+                    return False
 
-        wait_for(up, 60, "the gateway")
-        self.gateway_pid = self.procs[-1].pid
+            wait_for(up, 60, "the gateway")
+        self.gateway_pids = [proc.pid for proc in self.gateway_procs]
+        self.gateway_pid = self.gateway_pids[0]
 
     def create_key(self) -> str:
         out = subprocess.run(
@@ -342,18 +362,45 @@ class Services:
             self.log.close()
 
 
+def cpu_times_all(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds used by all of ``pids`` together."""
+    times = [cpu_times(pid) for pid in pids]
+    return sum(t[0] for t in times), sum(t[1] for t in times)
+
+
+async def measure_uploads(
+    args: argparse.Namespace, ports: list[int], pids: list[int], raw: bytes
+) -> dict[str, Any]:
+    """Upload rounds against ``ports``; latency figures and the gateways' CPU per upload."""
+    user0, system0 = cpu_times_all(pids)
+    client0 = time.process_time()
+    uploads = await upload_rounds(ports, raw, args.uploads, args.rounds)
+    client1 = time.process_time()
+    user1, system1 = cpu_times_all(pids)
+    n = uploads["uploads"]
+    return {
+        **uploads,
+        "client_cpu_ms_per_upload": round(1000 * (client1 - client0) / n, 1),
+        "cpu_ms_per_upload": round(1000 * (user1 - user0 + system1 - system0) / n, 1),
+        "user_ms_per_upload": round(1000 * (user1 - user0) / n, 1),
+        "system_ms_per_upload": round(1000 * (system1 - system0) / n, 1),
+    }
+
+
 async def measure(args: argparse.Namespace, services: Services, key: str) -> dict[str, Any]:
     port = services.port
     auth = {"Authorization": f"Bearer {key}"}
     photo = photo_jpeg(args.upload_mb)
     upload_raw = upload_request(photo, auth)
-    # one upload makes the job that is polled (and warms the upload path)
-    conn = await Connection.open(port)
-    status, body = await conn.request(upload_raw)
-    await conn.close()
-    if status != 202:
-        raise RuntimeError(f"upload failed: {status} {body[:300]!r}")
-    job_id = json.loads(body)["job_id"]
+    # one upload per gateway warms its upload path; the first makes the job that is polled
+    job_id = None
+    for gateway_port in services.ports:
+        conn = await Connection.open(gateway_port)
+        status, body = await conn.request(upload_raw)
+        await conn.close()
+        if status != 202:
+            raise RuntimeError(f"upload failed: {status} {body[:300]!r}")
+        job_id = job_id or json.loads(body)["job_id"]
 
     pid = services.gateway_pid
 
@@ -362,15 +409,20 @@ async def measure(args: argparse.Namespace, services: Services, key: str) -> dic
         result = await coro
         return result, cpu_seconds(pid) - cpu0
 
+    # status polls and the baseline: ONE gateway process (the others are idle)
     health, health_cpu = await timed(hammer(
         port, get_request("/healthz", {}), args.concurrency, args.seconds, args.warmup,
         args.max_requests))
     status_run, status_cpu = await timed(hammer(
         port, get_request(f"/v1/jobs/{job_id}", auth), args.concurrency, args.seconds,
         args.warmup, args.max_requests))
-    user0, system0 = cpu_times(pid)
-    uploads, upload_cpu = await timed(upload_rounds(port, upload_raw, args.uploads, args.rounds))
-    user1, system1 = cpu_times(pid)
+    # uploads: first on the one process alone, then spread over all of them
+    single = await measure_uploads(args, [port], [pid], upload_raw)
+    if len(services.ports) > 1:
+        await asyncio.sleep(0.5)
+        uploads = await measure_uploads(args, services.ports, services.gateway_pids, upload_raw)
+    else:
+        uploads = single
 
     def per_request_ms(cpu: float, run: dict, key: str) -> float:
         # the warm-up's requests used CPU too: count them at the measured rate
@@ -381,6 +433,7 @@ async def measure(args: argparse.Namespace, services: Services, key: str) -> dic
         "mode": args.mode,
         "concurrency": args.concurrency,
         "seconds": args.seconds,
+        "status_gateway_processes": 1,
         "status_rps": round(status_run["rps"], 1),
         "status_p50_ms": round(status_run["p50_ms"], 2),
         "status_p99_ms": round(status_run["p99_ms"], 2),
@@ -394,17 +447,28 @@ async def measure(args: argparse.Namespace, services: Services, key: str) -> dic
         "upload_bytes": len(photo),
         "upload_concurrency": args.uploads,
         "upload_rounds": args.rounds,
+        # uploads spread round-robin over `upload_gateway_processes` gateway processes
+        "upload_gateway_processes": len(services.ports),
         "uploads": uploads["uploads"],
         "upload_statuses": uploads["statuses"],
         "upload_p50_ms": round(uploads["p50_ms"], 1),
         "upload_p95_ms": round(uploads["p95_ms"], 1),
         "upload_max_ms": round(uploads["max_ms"], 1),
         "upload_p95_ms_per_round": uploads["p95_ms_per_round"],
-        "upload_gateway_cpu_ms_per_upload": round(1000 * upload_cpu / uploads["uploads"], 1),
-        "upload_gateway_user_ms_per_upload": round(1000 * (user1 - user0) / uploads["uploads"], 1),
-        "upload_gateway_system_ms_per_upload": round(
-            1000 * (system1 - system0) / uploads["uploads"], 1
-        ),
+        "upload_gateway_cpu_ms_per_upload": uploads["cpu_ms_per_upload"],
+        "upload_gateway_user_ms_per_upload": uploads["user_ms_per_upload"],
+        "upload_gateway_system_ms_per_upload": uploads["system_ms_per_upload"],
+        # this process (the client) competes for the same cores
+        "upload_client_cpu_ms_per_upload": uploads["client_cpu_ms_per_upload"],
+        # the same uploads against ONE gateway process
+        "upload_single_process_statuses": single["statuses"],
+        "upload_single_process_p50_ms": round(single["p50_ms"], 1),
+        "upload_single_process_p95_ms": round(single["p95_ms"], 1),
+        "upload_single_process_max_ms": round(single["max_ms"], 1),
+        "upload_single_process_p95_ms_per_round": single["p95_ms_per_round"],
+        "upload_single_process_cpu_ms_per_upload": single["cpu_ms_per_upload"],
+        "upload_single_process_user_ms_per_upload": single["user_ms_per_upload"],
+        "upload_single_process_system_ms_per_upload": single["system_ms_per_upload"],
         "cpus": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
@@ -421,14 +485,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uploads", type=int, default=20, help="concurrent uploads per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of concurrent uploads")
     parser.add_argument("--upload-mb", type=float, default=3.0, help="size of the JPEG")
+    parser.add_argument(
+        "--gateway-workers", type=int, default=DEFAULT_GATEWAY_WORKERS,
+        help="gateway processes the uploads are spread over (round-robin, as a load "
+        "balancer would); status polls always hit one process (default: one per CPU, "
+        "at most 4, as README 'Scaling out' runs them)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     if args.gateway:
         run_gateway(args.gateway)
         return 0
 
+    if args.gateway_workers < 1:
+        parser.error("--gateway-workers must be at least 1")
     work = Path(tempfile.mkdtemp(prefix="avatars-load-"))
-    services = Services(args.mode, work)
+    services = Services(args.mode, work, args.gateway_workers)
     try:
         services.start()
         key = services.create_key()
@@ -445,12 +517,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  gateway CPU per request: healthz "
           f"{result['baseline_healthz_gateway_cpu_ms_per_request']:.2f} ms, status "
           f"{result['status_gateway_cpu_ms_per_request']:.2f} ms, upload "
-          f"{result['upload_gateway_cpu_ms_per_upload']:.1f} ms "
-          f"({result['upload_gateway_user_ms_per_upload']:.1f} user + "
-          f"{result['upload_gateway_system_ms_per_upload']:.1f} system: network, writes, fsync)")
-    print(f"  POST /v1/avatars x{args.uploads} of {result['upload_bytes'] / 1e6:.1f} MB   "
-          f"p50 {result['upload_p50_ms']:.0f} ms   p95 {result['upload_p95_ms']:.0f} ms   "
-          f"max {result['upload_max_ms']:.0f} ms   (target p95 <= 300 ms)")
+          f"{result['upload_single_process_cpu_ms_per_upload']:.1f} ms "
+          f"({result['upload_single_process_user_ms_per_upload']:.1f} user + "
+          f"{result['upload_single_process_system_ms_per_upload']:.1f} system: network, "
+          "writes, fsync; one process)")
+    print(f"  POST /v1/avatars x{args.uploads} of {result['upload_bytes'] / 1e6:.1f} MB, "
+          f"1 gateway process   p50 {result['upload_single_process_p50_ms']:.0f} ms   "
+          f"p95 {result['upload_single_process_p95_ms']:.0f} ms   "
+          f"max {result['upload_single_process_max_ms']:.0f} ms")
+    if result["upload_gateway_processes"] > 1:
+        print(f"  POST /v1/avatars x{args.uploads} of {result['upload_bytes'] / 1e6:.1f} MB, "
+              f"{result['upload_gateway_processes']} gateway processes   "
+              f"p50 {result['upload_p50_ms']:.0f} ms   p95 {result['upload_p95_ms']:.0f} ms   "
+              f"max {result['upload_max_ms']:.0f} ms   "
+              f"gateway CPU {result['upload_gateway_cpu_ms_per_upload']:.1f} ms per upload")
+    print(f"  upload target: p95 <= 300 ms (upload_p95_ms: "
+          f"{result['upload_gateway_processes']} gateway process(es))")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -28,6 +28,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Final
 
+import numpy as np
 from PIL import Image
 
 
@@ -50,6 +51,41 @@ _STANDALONE: Final = frozenset({0x01, *range(0xD0, 0xD8)})
 #: A marker inside entropy-coded data: 0xFF followed by neither a stuffed 0x00, nor a
 #: restart marker, nor another 0xFF (fill byte).
 _ENTROPY_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
+#: The same as a table: True for the bytes that make a 0xFF before them a marker.
+_MARKER_AFTER_FF = np.ones(256, dtype=bool)
+_MARKER_AFTER_FF[[0x00, *range(0xD0, 0xD8), 0xFF]] = False
+#: Entropy-coded data is searched in blocks of this many bytes (bounds the temporaries).
+_SCAN_BLOCK = 4 * 1024 * 1024
+#: Shorter scans use the regular expression (numpy's fixed cost is larger there).
+_SCAN_NUMPY_MIN = 64 * 1024
+
+
+def _next_entropy_marker(data: bytes, pos: int) -> int:
+    """Offset of the first marker in entropy-coded data at or after ``pos`` (the 0xFF
+    of the first ``_ENTROPY_MARKER`` match), or -1.
+
+    A photo's scan is nearly all of its bytes, with a 0xFF every ~150 of them (stuffed
+    as 0xFF 0x00): numpy finds the candidates and checks the byte after each at memory
+    speed (about 0.3 ms per MB, and without the GIL), where the regular expression
+    steps through every byte (about 0.6 ms per MB, holding the GIL).
+    """
+    n = len(data)
+    if n - pos < _SCAN_NUMPY_MIN:
+        match = _ENTROPY_MARKER.search(data, pos)
+        return -1 if match is None else match.start()
+    arr = np.frombuffer(data, dtype=np.uint8)
+    last = n - 1  # a 0xFF in the last byte has no marker byte after it
+    start = pos
+    while start < last:
+        end = min(start + _SCAN_BLOCK, last)
+        candidates = np.flatnonzero(arr[start:end] == 0xFF)
+        if candidates.size:
+            candidates += start
+            hits = candidates[_MARKER_AFTER_FF[arr[candidates + 1]]]
+            if hits.size:
+                return int(hits[0])
+        start = end
+    return -1
 
 
 def _metadata_segment(marker: int, payload: bytes) -> bool:
@@ -76,11 +112,11 @@ def _strip_jpeg(data: bytes) -> Stripped:
     dropped = False
     while True:
         if in_scan:
-            match = _ENTROPY_MARKER.search(data, pos)
-            if match is None:
+            marker_at = _next_entropy_marker(data, pos)
+            if marker_at < 0:
                 raise MalformedImageError("JPEG ends before its end-of-image marker")
-            out.append(view[pos : match.start()])
-            pos = match.start()
+            out.append(view[pos:marker_at])
+            pos = marker_at
         if pos + 2 > n:
             raise MalformedImageError("JPEG ends before its end-of-image marker")
         if data[pos] != 0xFF:

@@ -5,7 +5,9 @@ Order matters, cheapest and safest first:
 1. the request body is counted while it is received (``LimitedBodyRoute``) and
    refused with 413 ``upload_too_large`` once it passes ``max_upload_mb``: no
    unbounded read, and the multipart parser spools large parts to disk; the request
-   is authenticated before its body is read;
+   is authenticated before its body is read. A body whose ``Content-Length`` is at
+   most ``PREREAD_MAX_BYTES`` is read whole first and parsed in one piece (see
+   ``read_whole_body``: far less CPU than feeding the parser ~50 chunks of 64 KiB);
 2. each photo's leading bytes must be a JPEG, PNG or WebP signature (the client's
    filename and content type are not trusted) -> otherwise 415 ``invalid_image``;
 3. Pillow opens it restricted to that format and the pixel count from the header is
@@ -36,6 +38,7 @@ from typing import BinaryIO
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from PIL import Image, UnidentifiedImageError
+from python_multipart.multipart import parse_options_header
 from starlette.formparsers import MultiPartParser
 from starlette.types import Message, Receive
 
@@ -47,6 +50,12 @@ from workers.storage import NewPhoto
 #: 3 MB photo to a temporary file in ~30 thread hops). Memory per upload is bounded by
 #: ``max_upload_mb`` anyway; larger parts still spill to disk.
 MultiPartParser.spool_max_size = 8 * 1024 * 1024
+
+#: Request bodies up to this size (declared by ``Content-Length``) are read whole before
+#: the form is parsed; larger ones, and bodies without a length, stream through the
+#: parser as they arrive. Same bound as the in-memory spool: a body this size is held
+#: in memory by the parser anyway.
+PREREAD_MAX_BYTES = MultiPartParser.spool_max_size
 
 #: Pillow format names by file signature.
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -74,6 +83,21 @@ def upload_too_large(limit_bytes: int) -> ApiError:
     )
 
 
+def _read_all(fileobj: BinaryIO, max_bytes: int | None) -> bytes:
+    """All bytes of an uploaded file (at most ``max_bytes + 1`` of them).
+
+    A part the multipart parser kept in memory is a ``SpooledTemporaryFile`` over a
+    ``BytesIO``, whose ``getvalue()`` hands over its buffer without copying it (where
+    ``read()`` copies the 3 MB); anything else is read.
+    """
+    inner = getattr(fileobj, "_file", fileobj)  # SpooledTemporaryFile's in-memory file
+    if isinstance(inner, io.BytesIO):
+        data = inner.getvalue()
+        return data if max_bytes is None else data[: max_bytes + 1]
+    fileobj.seek(0)
+    return fileobj.read() if max_bytes is None else fileobj.read(max_bytes + 1)
+
+
 def validate_photo(
     fileobj: BinaryIO,
     *,
@@ -86,8 +110,7 @@ def validate_photo(
     ``ApiError``. Blocking (reads the file, sometimes decodes): call it from a thread.
     """
     details = {"photo": index, "filename": filename}
-    fileobj.seek(0)
-    data = fileobj.read() if max_bytes is None else fileobj.read(max_bytes + 1)
+    data = _read_all(fileobj, max_bytes)
     if max_bytes is not None and len(data) > max_bytes:
         raise upload_too_large(max_bytes)
     if not data:
@@ -154,6 +177,81 @@ def limited_receive(receive: Receive, limit_bytes: int) -> Receive:
     return wrapped
 
 
+def split_for_parser(chunks: list[bytes], boundary: bytes | None) -> list[bytes]:
+    """The body as pieces for the multipart parser: the chunks joined once, and for a
+    body whose last part is a file, cut where that part's data starts and ends.
+
+    Any cut is correct (the parser is a streaming parser); these cuts save a copy: the
+    parser hands a part's data on as ``piece[start:end]``, which for a piece that is
+    exactly the data is the piece itself, not a copy of 3 MB. Only the first and the
+    last chunk are searched (for the first part's header end and the closing
+    delimiter); where either is not found there, the body is one piece.
+    """
+    if len(chunks) < 2 or not boundary:
+        return [b"".join(chunks)] if len(chunks) != 1 else chunks
+    first, last = chunks[0], chunks[-1]
+    opening = first.find(b"--" + boundary)
+    head_end = first.find(b"\r\n\r\n", opening) if opening >= 0 else -1
+    closing = last.rfind(b"\r\n--" + boundary)
+    if head_end < 0 or closing < 0:
+        return [b"".join(chunks)]
+    head_end += 4
+    data = b"".join([first[head_end:], *chunks[1:-1], last[:closing]])
+    return [first[:head_end], data, last[closing:]]
+
+
+async def read_whole_body(receive: Receive, boundary: bytes | None = None) -> Receive:
+    """Receive the whole request body now; -> a ``receive`` that replays it in a few
+    large messages (see ``split_for_parser``; ``boundary``: the multipart boundary).
+
+    The multipart parser then runs once over the body instead of once per chunk the
+    server hands over (~64 KiB each), and each part is written once into its spool
+    instead of in ~50 appends to a growing buffer (with 20 uploads at once, every
+    growth of a multi-megabyte buffer is a fresh allocation and a copy: ~6 ms of CPU
+    per 3 MB upload, more than all the rest of parsing). A disconnect before the end
+    is handed on as it came. After the body, calls go to the server's ``receive``
+    (where a disconnect shows up).
+    """
+    chunks: list[bytes] = []
+    ending: Message | None = None
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            ending = message  # http.disconnect
+            break
+        chunk = message.get("body", b"")
+        if chunk:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    pending: list[Message] = []  # popped from the end
+    if ending is None:
+        pieces = split_for_parser(chunks, boundary) or [b""]
+        for i, piece in enumerate(reversed(pieces)):
+            pending.append({"type": "http.request", "body": piece, "more_body": i > 0})
+    else:
+        pending.append(ending)
+    del chunks
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop()  # the body is no longer held here once handed over
+        return await receive()
+
+    return replay
+
+
+def multipart_boundary(content_type: str | None) -> bytes | None:
+    """The boundary of a ``multipart/form-data`` content type, else None."""
+    if not content_type:
+        return None
+    kind, params = parse_options_header(content_type)
+    if kind != b"multipart/form-data":
+        return None
+    boundary = params.get(b"boundary")
+    return boundary if isinstance(boundary, bytes) and boundary else None
+
+
 class LimitedBodyRoute(APIRoute):
     """A route whose request body may not exceed ``settings.max_upload_bytes``.
 
@@ -179,7 +277,10 @@ class LimitedBodyRoute(APIRoute):
                     raise ApiError(400, "bad_request", "Invalid Content-Length header.") from None
                 if declared_bytes > limit:
                     raise upload_too_large(limit)
-            limited = Request(request.scope, limited_receive(request.receive, limit))
-            return await handler(limited)
+            receive = limited_receive(request.receive, limit)
+            if declared is not None and declared_bytes <= PREREAD_MAX_BYTES:
+                boundary = multipart_boundary(request.headers.get("content-type"))
+                receive = await read_whole_body(receive, boundary)
+            return await handler(Request(request.scope, receive))
 
         return limited_handler

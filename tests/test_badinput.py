@@ -350,3 +350,103 @@ def test_stored_names_are_the_servers(anon_client: TestClient, data_dir: Path) -
             "/v1/avatars", files=[("photos", (name, buf.getvalue(), "image/png"))]
         )
         assert response.status_code in (202, 400), response.text
+
+
+# ------------------------------------------------------------ fast paths, same answers
+def test_entropy_marker_search_matches_the_regular_expression(monkeypatch) -> None:
+    """The numpy search for the marker ending a JPEG scan (used for scans of 64 KiB
+    and more: a photo's) finds exactly what the regular expression finds, across block
+    boundaries, fill bytes, stuffed bytes and restart markers."""
+    from service import imagemeta
+
+    rng = np.random.default_rng(5)
+    alphabet = np.array([0xFF, 0x00, 0xD0, 0xD7, 0xD8, 0xD9, 0x01, 0xCF, 0xFE, 0x42], np.uint8)
+    monkeypatch.setattr(imagemeta, "_SCAN_NUMPY_MIN", 0)
+    for case in range(300):
+        n = int(rng.integers(0, 5000))
+        data = np.where(rng.random(n) < 0.7, rng.choice(alphabet, n),
+                        rng.integers(0, 256, n)).astype(np.uint8).tobytes()
+        monkeypatch.setattr(imagemeta, "_SCAN_BLOCK", int(rng.choice([1, 2, 3, 64, 1 << 20])))
+        pos = int(rng.integers(0, n + 1))
+        match = imagemeta._ENTROPY_MARKER.search(data, pos)
+        expected = -1 if match is None else match.start()
+        assert imagemeta._next_entropy_marker(data, pos) == expected, case
+
+
+def test_body_pieces_parse_like_the_chunks_they_came_in() -> None:
+    """``split_for_parser`` (whole bodies, cut around a file part's data) gives the
+    multipart parser what the original chunks give it, for any chunking."""
+    import asyncio
+    import os
+
+    from starlette.datastructures import Headers
+    from starlette.formparsers import MultiPartParser
+
+    from service.uploads import split_for_parser
+
+    async def parse(pieces: list[bytes], content_type: str) -> list:
+        async def stream():
+            for piece in pieces:
+                yield piece
+            yield b""
+
+        form = await MultiPartParser(Headers({"content-type": content_type}), stream()).parse()
+        items = []
+        for name, value in form.multi_items():
+            if hasattr(value, "file"):
+                value.file.seek(0)
+                items.append((name, value.filename, value.file.read()))
+            else:
+                items.append((name, value))
+        return items
+
+    rng = random.Random(11)
+    for case in range(60):
+        boundary = "b" + os.urandom(6).hex()
+        parts = []
+        for k in range(rng.randint(1, 3)):
+            if rng.random() < 0.3:
+                parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="strict"'
+                             f"\r\n\r\ntrue\r\n".encode())
+            else:
+                data = os.urandom(rng.randint(0, 200_000)) + rng.choice([b"", b"\r", b"\r\n-"])
+                parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="photos"; '
+                             f'filename="p{k}.jpg"\r\n\r\n'.encode() + data + b"\r\n")
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        chunks, i = [], 0
+        while i < len(body):
+            step = rng.choice([1, 100, 65536, 10**7])
+            chunks.append(body[i : i + step])
+            i += step
+        pieces = split_for_parser(chunks, boundary.encode())
+        assert b"".join(pieces) == body
+        content_type = f"multipart/form-data; boundary={boundary}"
+        assert asyncio.run(parse(pieces, content_type)) == asyncio.run(parse(chunks, content_type))
+
+
+def test_upload_in_many_chunks_with_a_length_is_stored_whole(
+    anon_client: TestClient, data_dir: Path
+) -> None:
+    """A body with a Content-Length arriving in many messages is read whole first
+    (``read_whole_body``) and stored byte for byte."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), np.uint8)).save(
+        buf, format="JPEG", quality=95)
+    photo = buf.getvalue()
+    boundary = "chunkedboundary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="photos"; '
+            f'filename="p.jpg"\r\nContent-Type: image/jpeg\r\n\r\n').encode() + photo + (
+        f"\r\n--{boundary}--\r\n".encode())
+
+    def pieces():
+        for i in range(0, len(body), 4096):
+            yield body[i : i + 4096]
+
+    response = anon_client.post(
+        "/v1/avatars", content=pieces(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}",
+                 "content-length": str(len(body))},
+    )
+    assert response.status_code == 202, response.text
+    stored = data_dir / "avatars" / response.json()["avatar_id"] / "originals" / "photo_0.jpg"
+    assert stored.read_bytes() == strip_metadata(photo, "JPEG").data

@@ -205,3 +205,35 @@ def test_check_writable(tmp_path: Path) -> None:
     storage = AvatarStorage(tmp_path / "avatars")
     storage.check_writable()
     assert all_files(storage.root) == []
+
+
+def test_create_makes_everything_durable_before_the_rename(tmp_path: Path, monkeypatch) -> None:
+    """Every file and both directories of the new avatar are fsynced before the rename
+    that publishes it, and the store's directory after it: once ``create`` returns, a
+    crash loses nothing and never leaves half an avatar under its id."""
+    storage = AvatarStorage(tmp_path / "avatars")
+    events: list[tuple[str, str]] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def rename(src, dst) -> None:
+        events.append(("rename", str(dst)))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    meta = storage.create([photo(), photo(b"\x89PNG\r\n\x1a\n...", "PNG", "b.png")],
+                          job_id=new_id(), extras={"options.json": b'{"strict": true}'})
+    final = str(storage.root / meta["id"])
+    renamed = events.index(("rename", final))
+    before = {Path(p).name if "/originals" in p or p.endswith(".json") else p
+              for kind, p in events[:renamed] if kind == "fsync"}
+    assert {"photo_0.jpg", "photo_1.png", "options.json", "avatar.json"} <= before
+    synced_dirs = [p for kind, p in events[:renamed] if kind == "fsync" and INCOMING_PREFIX in p]
+    assert any(p.endswith("/originals") for p in synced_dirs)
+    assert any(Path(p).name.startswith(INCOMING_PREFIX) for p in synced_dirs)
+    assert events[renamed + 1:] == [("fsync", str(storage.root))]
+    assert len([e for e in events if e[0] == "fsync"]) == 4 + 3  # files + 2 dirs + root
