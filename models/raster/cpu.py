@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import _kernels as K
-from .topology import corner_index, edge_neighbors
+from .topology import edge_neighbors, uv_layout
 
 name = "cpu"
 
@@ -215,11 +215,7 @@ def render_textured(
     """
     h, w = resolution
     pos, tri = _inputs(pos_clip, tri)
-    uv = np.asarray(uv, dtype=np.float32)
-    if uv.ndim == 3:
-        uv, uv_idx = uv.reshape(-1, 2), corner_index(len(tri))
-    elif uv_idx is None:
-        uv_idx = tri
+    uv, uv_idx = uv_layout(uv, tri, uv_idx)
     uv = np.ascontiguousarray(uv)
     uv_idx = _index(uv_idx, len(uv), "uv_idx")
     if len(uv_idx) != len(tri):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .topology import corner_index, edge_neighbors
+from .topology import edge_neighbors, uv_layout
 
 name = "numpy"
 
@@ -272,12 +272,8 @@ def render_textured(
     cull_backfaces: bool = False,
 ):
     """rgb uint8[H, W, 3] and alpha uint8[H, W] via the unfused verbs."""
-    uv = np.asarray(uv, dtype=np.float32)
     tri = np.asarray(tri, dtype=np.int32)
-    if uv.ndim == 3:  # per-corner float32[F, 3, 2]
-        uv, uv_idx = uv.reshape(-1, 2), corner_index(len(tri))
-    elif uv_idx is None:
-        uv_idx = tri
+    uv, uv_idx = uv_layout(uv, tri, uv_idx)
     rast = rasterize(pos_clip, tri, resolution, cull_backfaces)
     cov = rast[..., 3] > 0
     uvi = interpolate(uv, rast, uv_idx)

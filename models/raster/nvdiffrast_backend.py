@@ -16,7 +16,7 @@ import numpy as np
 import nvdiffrast.torch as dr
 import torch
 
-from .topology import corner_index
+from .topology import uv_layout
 
 name = "cuda"
 
@@ -123,11 +123,7 @@ def render_textured(
 ):
     """rgb uint8[H, W, 3] and alpha uint8[H, W], computed on the GPU."""
     tri = np.ascontiguousarray(tri, dtype=np.int32)
-    uv = np.asarray(uv, dtype=np.float32)
-    if uv.ndim == 3:
-        uv, uv_idx = uv.reshape(-1, 2), corner_index(len(tri))
-    elif uv_idx is None:
-        uv_idx = tri
+    uv, uv_idx = uv_layout(uv, tri, uv_idx)
     rast, pos_t, tri_t = _rasterize_t(pos_clip, tri, resolution, cull_backfaces)
     uvi, _ = dr.interpolate(_f32(uv)[None], rast, _i32(uv_idx))
     col = _texture_t(_f32(tex)[None], uvi)

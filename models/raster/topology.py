@@ -68,3 +68,13 @@ def corner_index(num_faces: int) -> np.ndarray:
     idx = np.arange(num_faces * 3, dtype=np.int32).reshape(num_faces, 3)
     idx.setflags(write=False)
     return idx
+
+
+def uv_layout(uv, tri, uv_idx=None) -> tuple[np.ndarray, np.ndarray]:
+    """The three uv forms ``render_textured`` accepts -> (uv float32[T, 2], uv_idx [F, 3]):
+    per vertex float32[V, 2] (indexed by ``tri``), per corner float32[F, 3, 2], or a uv
+    table float32[T, 2] with its own ``uv_idx``."""
+    uv = np.asarray(uv, dtype=np.float32)
+    if uv.ndim == 3:
+        return uv.reshape(-1, 2), corner_index(len(tri))
+    return uv, (tri if uv_idx is None else uv_idx)
