@@ -15,6 +15,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from models.body.lbs import LinearShapeSpace
 from models.body.template import BodyTopology
 from models.errors import ModelAssetError
 from models.fit.fit_body import FIT_JOINTS
@@ -41,10 +42,10 @@ CANONICAL_TO_ANNY = {
 }
 
 _lock = threading.Lock()
-_instance: "AnnyBody | None" = None
+_instance: AnnyBody | None = None
 
 
-def get_anny() -> "AnnyBody":
+def get_anny() -> AnnyBody:
     """Load Anny once per process (building its asset cache the first time, ~60-90 s)."""
     global _instance  # a lazily built, read-only singleton guarded by a lock
     with _lock:
@@ -58,7 +59,7 @@ def prepare() -> None:
     get_anny()
 
 
-class AnnyBody:
+class AnnyBody(LinearShapeSpace):
     """Anny in float32, glTF axes, with shape given as 6 phenotype values in [0, 1]."""
 
     body_model = BODY_MODEL_ID
@@ -104,18 +105,6 @@ class AnnyBody:
         return m._get_phenotype_blendshape_coefficients(
             shape.double(), zeros, torch.zeros(B, len(m.facial_action_labels), dtype=torch.float64)
         ).float()
-
-    def rest_vertices(self, coeffs: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """[B,S] -> [B,V,3] rest vertices (optionally only `index`)."""
-        if index is None:
-            return self.template_vertices + torch.einsum("bs,svc->bvc", coeffs, self.blendshapes)
-        return self.template_vertices[index] + torch.einsum(
-            "bs,svc->bvc", coeffs, self.blendshapes[:, index]
-        )
-
-    def rest_heads(self, coeffs: torch.Tensor) -> torch.Tensor:
-        """[B,S] -> [B,J,3] rest joint heads."""
-        return self.template_heads + torch.einsum("bs,sjc->bjc", coeffs, self.head_blendshapes)
 
     def rest_joint_matrices(self, shape: np.ndarray) -> np.ndarray:
         """Global rest transforms [J,4,4] (bone orientation + head) for one shape, glTF axes."""

@@ -51,3 +51,26 @@ def skin_points(
     """Linear blend skinning of N points -> [B, N, 3]."""
     M = (A[:, idx] * w[None, :, :, None, None]).sum(2)  # [B,N,4,4]
     return (M[..., :3, :3] @ points[..., None])[..., 0] + M[..., :3, 3]
+
+
+class LinearShapeSpace:
+    """Rest vertices and joint heads linear in the shape coefficients (Anny's phenotype
+    blendshapes, SMPL-X's betas). The body sets ``template_vertices`` [V,3],
+    ``blendshapes`` [S,V,3], ``template_heads`` [J,3] and ``head_blendshapes`` [S,J,3]."""
+
+    template_vertices: torch.Tensor
+    blendshapes: torch.Tensor
+    template_heads: torch.Tensor
+    head_blendshapes: torch.Tensor
+
+    def rest_vertices(self, coeffs: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """[B,S] -> [B,V,3] rest vertices (optionally only `index`)."""
+        if index is None:
+            return self.template_vertices + torch.einsum("bs,svc->bvc", coeffs, self.blendshapes)
+        return self.template_vertices[index] + torch.einsum(
+            "bs,svc->bvc", coeffs, self.blendshapes[:, index]
+        )
+
+    def rest_heads(self, coeffs: torch.Tensor) -> torch.Tensor:
+        """[B,S] -> [B,J,3] rest joint heads."""
+        return self.template_heads + torch.einsum("bs,sjc->bjc", coeffs, self.head_blendshapes)

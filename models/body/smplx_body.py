@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.body.lbs import LinearShapeSpace
 from models.body.template import BodyTopology
 from models.errors import ModelAssetError
 
@@ -120,7 +121,7 @@ def _read_uvs(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return vt, ft.astype(np.int64)
 
 
-class SmplxBody:
+class SmplxBody(LinearShapeSpace):
     """SMPL-X in float32, glTF axes, with shape given as 10 betas."""
 
     body_model = BODY_MODEL_ID
@@ -211,18 +212,6 @@ class SmplxBody:
     def shape_from_free(free: torch.Tensor) -> torch.Tensor:
         """The fit's unconstrained shape parameters -> betas within +-BETA_LIMIT (0 -> mean)."""
         return BETA_LIMIT * torch.tanh(free / BETA_LIMIT)
-
-    def rest_vertices(self, coeffs: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """[B,S] -> [B,V,3] rest vertices (optionally only `index`)."""
-        if index is None:
-            return self.template_vertices + torch.einsum("bs,svc->bvc", coeffs, self.blendshapes)
-        return self.template_vertices[index] + torch.einsum(
-            "bs,svc->bvc", coeffs, self.blendshapes[:, index]
-        )
-
-    def rest_heads(self, coeffs: torch.Tensor) -> torch.Tensor:
-        """[B,S] -> [B,J,3] rest joint heads (J_regressor of the shaped rest vertices)."""
-        return self.template_heads + torch.einsum("bs,sjc->bjc", coeffs, self.head_blendshapes)
 
     def rest_joint_matrices(self, shape: np.ndarray) -> np.ndarray:
         """Global rest transforms [J,4,4]: identity rotations at the shaped joint heads."""
