@@ -356,9 +356,11 @@ class _Heartbeat:
     writer: HeartbeatWriter | None = None
 
 
-#: Set by ``avatars worker`` to its ``--pool``: prefork warms each pool process, the
-#: others warm the worker process itself.
+#: Set by ``avatars worker`` to its ``--pool``. The prefork and solo pools announce each
+#: process that runs tasks (``worker_process_init``); the threads pool does not, so the
+#: worker process itself warms up when it is ready.
 POOL_SETTING = "AVATARS_WORKER_POOL"
+_warm_started = threading.Event()
 
 
 def warm_models(queues: list[str]) -> None:
@@ -383,8 +385,9 @@ def warm_models(queues: list[str]) -> None:
 
 
 def _start_warm_up() -> None:
-    if not get_settings().warm_models:
+    if not get_settings().warm_models or _warm_started.is_set():
         return
+    _warm_started.set()
     queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
     threading.Thread(target=warm_models, args=(queues,), name="warm-models", daemon=True).start()
 
@@ -397,7 +400,7 @@ def _warm_pool_process(**_: Any) -> None:
 @worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     settings = get_settings()
-    if os.environ.get(POOL_SETTING, "prefork") != "prefork":
+    if os.environ.get(POOL_SETTING, "prefork") == "threads":
         _start_warm_up()
     queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
     if not settings.embedded:
