@@ -364,8 +364,8 @@ _warm_started = threading.Event()
 
 
 def warm_models(queues: list[str]) -> None:
-    """Load what this worker's tasks need (the body model; the inpainting model for the
-    inpaint queue) so the first job does not pay for it. Runs in a background thread: a
+    """Load what this worker's tasks need (the body model; the person detector for the fit
+    queue; the inpainting model for the inpaint queue) so the first job does not pay for it. Runs in a background thread: a
     task that starts meanwhile waits on the registries' locks, never loads twice. A
     failure is only logged: the task reports it properly when it needs the model."""
     t0 = time.perf_counter()
@@ -373,6 +373,10 @@ def warm_models(queues: list[str]) -> None:
         from models.body.registry import get_body
 
         get_body()
+        if FIT_QUEUE in queues:
+            from models.detect.mediapipe_detector import warm_up
+
+            warm_up()
         if INPAINT_QUEUE in queues:
             from models.inpaint.registry import get_inpainter, inpaint_method
 

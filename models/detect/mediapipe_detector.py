@@ -47,6 +47,13 @@ def _get_pose():
     return _pose
 
 
+def warm_up() -> None:
+    """Build the Pose graph and run it once (on a blank image): its first pass costs ~1-2 s
+    of set-up that a worker should pay before its first job, not during it."""
+    with _lock:
+        _get_pose().process(np.zeros((256, 256, 3), np.uint8))
+
+
 def _run_pose(image: np.ndarray) -> Detection | None:
     """One Pose pass: the person it follows, or None."""
     H, W = image.shape[:2]
