@@ -557,6 +557,47 @@ def contact_sheet(rows: list[dict], path: Path, cell: int = 192, max_rows: int =
     Image.fromarray(sheet).save(path, optimize=True)
 
 
+def targets(result: dict) -> list[dict]:
+    """The issues' bars against this run's figures: name, value, bar, ok (None when the
+    run lacks the figure, e.g. no diffusion model or no multi-photo people)."""
+    m = result.get("methods", {})
+    pipe, diff, classic = m.get("pipeline", {}), m.get("diffusion", {}), m.get("classical", {})
+    ryota = result.get("photos", {}).get("pifu_ryota.png", {})
+
+    def row(name, value, bar, ok):
+        return {"name": name, "value": value, "bar": bar, "ok": None if value is None else bool(ok)}
+
+    def get(d, key):
+        return d.get(key) if isinstance(d, dict) else None
+
+    out = [
+        row("pipeline fit_iou_median", get(pipe, "fit_iou_median"), ">= 0.92",
+            (get(pipe, "fit_iou_median") or 0) >= 0.92),
+        row("pipeline kp_err_pct_median", get(pipe, "kp_err_pct_median"), "<= 2",
+            (get(pipe, "kp_err_pct_median") or 1e9) <= 2),
+        row("pipeline fit_seconds_median", get(pipe, "fit_seconds_median"), "<= 8",
+            (get(pipe, "fit_seconds_median") or 1e9) <= 8),
+        row("pipeline detect_seconds_median", get(pipe, "detect_seconds_median"), "<= 0.3",
+            (get(pipe, "detect_seconds_median") or 1e9) <= 0.3),
+        row("photos pifu_ryota.png fit_iou", get(ryota, "fit_iou"), ">= 0.85", (get(ryota, "fit_iou") or 0) >= 0.85),
+    ]
+    joint, single = get(pipe, "shape_err_joint"), get(pipe, "shape_err_single_median")
+    out.append(row("pipeline shape_err_joint", joint, f"< shape_err_single_median ({single})",
+                   joint is not None and single is not None and joint < single))
+    dpsnr, cpsnr = get(diff, "back_view_psnr"), get(classic, "back_view_psnr")
+    out.append(row("diffusion back_view_psnr", dpsnr, f">= classical + 1.0 ({cpsnr})",
+                   dpsnr is not None and cpsnr is not None and dpsnr >= cpsnr + 1.0))
+    dssim, cssim = get(diff, "back_view_ssim"), get(classic, "back_view_ssim")
+    out.append(row("diffusion back_view_ssim", dssim, f"> classical ({cssim})",
+                   dssim is not None and cssim is not None and dssim > cssim))
+    out.append(row("diffusion same_view_psnr_on_avatar (texture: person pixels the avatar covers)",
+                   get(diff, "same_view_psnr_on_avatar"), ">= 28",
+                   (get(diff, "same_view_psnr_on_avatar") or 0) >= 28))
+    out.append(row("diffusion inpaint_seconds_median", get(diff, "inpaint_seconds_median"),
+                   f"<= 10 ({get(diff, 'inpaint_steps')} steps)", (get(diff, "inpaint_seconds_median") or 1e9) <= 10))
+    return out
+
+
 def _clean(x):
     if isinstance(x, dict):
         return {k: _clean(v) for k, v in x.items() if not k.startswith("_")}
@@ -637,7 +678,15 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": round(time.perf_counter() - t0, 1),
     }
     result = _clean(result)
+    result["targets"] = targets(result)
     print(json.dumps({"methods": result["methods"], "samples": result["samples"]}, indent=1))
+    print("targets:")
+    for t in result["targets"]:
+        mark = {True: "ok", False: "MISSED", None: "n/a"}[t["ok"]]
+        print(f"  {mark:6s} {t['name']}: {t['value']}  (bar {t['bar']})")
+    whole = result["methods"].get("diffusion", {}).get("same_view_psnr")
+    if whole is not None:
+        print(f"  info   diffusion same_view_psnr over the whole true person mask (fit misses count): {whole}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))

@@ -84,3 +84,32 @@ def test_masked_metrics():
     # scikit-image (gaussian_weights, sigma 1.5, population covariance) gives 0.577 here
     assert q.masked_ssim(smooth, noisy, full) == pytest.approx(0.577, abs=0.02)
     assert 27 < q.masked_psnr(smooth, noisy, mask) < 30  # sigma 10/255 -> ~28 dB
+
+
+def test_targets_compare_the_figures_with_the_bars():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quality", REPO_ROOT / "bench" / "quality.py")
+    q = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(q)
+    result = {
+        "methods": {
+            "pipeline": {"fit_iou_median": 0.93, "kp_err_pct_median": 2.5, "fit_seconds_median": 3.0,
+                         "detect_seconds_median": 0.1, "shape_err_joint": 0.1, "shape_err_single_median": 0.12},
+            "diffusion": {"back_view_psnr": 16.0, "back_view_ssim": 0.80, "same_view_psnr_on_avatar": 30.0,
+                          "inpaint_seconds_median": 1.0, "inpaint_steps": 20},
+            "classical": {"back_view_psnr": 15.5, "back_view_ssim": 0.79},
+        },
+        "photos": {},
+    }
+    got = {t["name"].split(" (")[0]: t["ok"] for t in q.targets(result)}
+    assert got["pipeline fit_iou_median"] is True
+    assert got["pipeline kp_err_pct_median"] is False  # 2.5 % > 2 %
+    assert got["photos pifu_ryota.png fit_iou"] is None  # no such photo in this run
+    assert got["pipeline shape_err_joint"] is True
+    assert got["diffusion back_view_psnr"] is False  # only +0.5 dB
+    assert got["diffusion back_view_ssim"] is True
+    assert got["diffusion inpaint_seconds_median"] is True
+    del result["methods"]["diffusion"]  # no model: nothing to judge, not a pass
+    got = {t["name"].split(" (")[0]: t["ok"] for t in q.targets(result)}
+    assert got["diffusion back_view_psnr"] is None and got["diffusion inpaint_seconds_median"] is None
