@@ -118,6 +118,30 @@ def test_silhouette_stage_fits_the_mask_better_than_keypoints_alone(body, gen):
     assert iou_full > 0.9 and iou_full > iou_kp + 0.01, (iou_kp, iou_full)
 
 
+def test_raised_arms_get_a_second_start(body, gen, monkeypatch):
+    import models.fit.fit_body as fit_module
+
+    s = gen.sample(1_000_000, views=False)  # arms up: from the rest pose the fit gets stuck
+    assert s.meta["pose_kind"].get("gesture") == "arms_up"
+    det = Detection(keypoints=s.keypoints_mp33, mask=s.mask.astype(np.float32))
+    init = fit_module._raised_arms_pose([det], _kinematics(body, FitConfig().vertex_spacing_m))
+    assert init is not None and np.count_nonzero(init) == 2  # both upper arms, about z
+    monkeypatch.setattr(fit_module, "RETRY_KEYPOINT_ERROR_PCT", 1e9)
+    one_start = fit_body(body, [det])
+    monkeypatch.undo()
+    two_starts = fit_body(body, [det])
+    assert one_start.keypoint_error_pct[0] > 5.0  # the failure this guards against
+    assert two_starts.keypoint_error_pct[0] < 2.0
+    assert _iou(body, two_starts, 0, s.mask) > _iou(body, one_start, 0, s.mask) + 0.05
+    kin = _kinematics(body, FitConfig().vertex_spacing_m)
+    standing = gen.sample(5_000_001, views=False)  # arms down: no second start
+    assert fit_module._raised_arms_pose([Detection(keypoints=standing.keypoints_mp33, mask=standing.mask)], kin) is None
+    wave = gen.sample(5_000_003, views=False)  # one hand up: that arm only (the right: -z)
+    init = fit_module._raised_arms_pose([Detection(keypoints=wave.keypoints_mp33, mask=wave.mask)], kin)
+    assert init is not None and np.count_nonzero(init) == 1
+    assert init[0, kin.fit_joints.index("upperarm01.R"), 2] < 0
+
+
 def test_warm_start_from_the_truth_stays_there(body, gen):
     s = gen.sample(5_000_002, views=False)
     det = Detection(keypoints=s.keypoints_mp33, mask=s.mask.astype(np.float32))

@@ -280,12 +280,51 @@ def fit_body(body, detections: list[Detection], progress: Callable[[float], None
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: extra threads only add overhead (10x on a busy CPU)
     try:
-        return _fit(body, detections, progress, intrinsics, cfg, start)
+        fit = _fit(body, detections, progress, intrinsics, cfg, start)
+        raised = None if start is not None else _raised_arms_pose(detections, _kinematics(body, cfg.vertex_spacing_m))
+        if raised is not None and max(fit.keypoint_error_pct) > RETRY_KEYPOINT_ERROR_PCT:
+            # From the rest pose (arms down) the optimizer can get stuck on a raised arm
+            # (the arm swings up through the body, or the elbow folds): start once more with
+            # those arms already up, keep the better fit.
+            second = _fit(body, detections, None, intrinsics, cfg, None, init_pose=raised)
+            if sum(second.keypoint_error_pct) < sum(fit.keypoint_error_pct):
+                second.warnings = sorted(set(second.warnings) | set(fit.warnings))
+                second.seconds += fit.seconds
+                fit = second
+            else:
+                fit.seconds += second.seconds
+        return fit
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(body, detections, progress, intrinsics, cfg: FitConfig, start: BodyFit | None) -> BodyFit:
+#: A fit whose keypoint error (% of the person's height) is above this gets a second start.
+RETRY_KEYPOINT_ERROR_PCT = 1.0
+#: Rotation (about the body's forward axis, radians) that takes an arm from Anny's A-pose
+#: to about horizontal-and-up, the start for an arm whose wrist is above its shoulder.
+RAISED_ARM_RAD = 2.0
+_ARMS = (("upperarm01.L", "left_shoulder", "left_wrist", 1.0),
+         ("upperarm01.R", "right_shoulder", "right_wrist", -1.0))
+
+
+def _raised_arms_pose(detections: list[Detection], kin: _Kinematics) -> np.ndarray | None:
+    """An initial pose [P, fit joints, 3] with the arms raised whose wrist is seen above its
+    shoulder (image y), or None when no arm is raised in any photo. Rotations are about the
+    body's forward axis (z): +z lifts the left arm (+x side), -z the right one."""
+    pose = np.zeros((len(detections), len(kin.fit_joints), 3), np.float32)
+    raised = False
+    for p, det in enumerate(detections):
+        kp = det.keypoints
+        for joint, shoulder, wrist, sign in _ARMS:
+            s, w = kp[MEDIAPIPE_33.index(shoulder)], kp[MEDIAPIPE_33.index(wrist)]
+            if joint in kin.fit_joints and min(s[2], w[2]) > 0.5 and w[1] < s[1]:
+                pose[p, kin.fit_joints.index(joint), 2] = sign * RAISED_ARM_RAD
+                raised = True
+    return pose if raised else None
+
+
+def _fit(body, detections, progress, intrinsics, cfg: FitConfig, start: BodyFit | None,
+         init_pose: np.ndarray | None = None) -> BodyFit:
     t_start = time.perf_counter()
     kin = _kinematics(body, cfg.vertex_spacing_m)
     P = len(detections)
@@ -308,7 +347,7 @@ def _fit(body, detections, progress, intrinsics, cfg: FitConfig, start: BodyFit 
     if start is None:
         cams = [_initial_camera(d, K) for d, K in zip(detections, Ks)]
         shape_free = torch.zeros(P if cfg.shared_shape_stage > 0 else 1, len(body.shape_labels))
-        pose = torch.zeros(P, len(kin.fit_joints), 3)
+        pose = torch.zeros(P, len(kin.fit_joints), 3) if init_pose is None else torch.as_tensor(init_pose).float()
     else:  # warm start from an earlier fit of the same photos
         cams = [(_matrix_to_axis_angle(c.R), c.t) for c in start.cameras]
         shape_free = _inverse_elementwise(kin.shape_from_free, torch.as_tensor(start.shape, dtype=torch.float32))[None]
