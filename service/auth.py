@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from workers.jobs import ANONYMOUS_TENANT
+from workers.sqlite_db import connect, open_tables
 from workers.storage import utc_now
 
 if TYPE_CHECKING:
@@ -147,16 +148,10 @@ class SQLiteKeyStore(KeyStore):
     def __init__(self, path: Path, timeout_s: float = 30.0) -> None:
         self.path = Path(path)
         self.timeout_s = timeout_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SCHEMA)
+        open_tables(self.path, _SCHEMA, timeout_s).close()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
-        conn.row_factory = sqlite3.Row
-        return conn
+        return connect(self.path, self.timeout_s)
 
     @staticmethod
     def _record(row: sqlite3.Row) -> ApiKey:

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from workers.sqlite_db import connect, open_tables
+
 if TYPE_CHECKING:
     from workers.settings import Settings
 
@@ -86,15 +88,10 @@ class SQLiteIdempotencyStore(IdempotencyStore):
         super().__init__(ttl_s)
         self.path = Path(path)
         self.timeout_s = timeout_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SCHEMA)
+        open_tables(self.path, _SCHEMA, timeout_s).close()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
-        return conn
+        return connect(self.path, self.timeout_s)
 
     def reserve(self, tenant: str, key: str, reservation: Reservation) -> Reservation | None:
         name, now = scope(tenant, key), time.time()

@@ -31,6 +31,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from workers.sqlite_db import connect, open_tables
 from workers.storage import is_valid_id, utc_now
 
 if TYPE_CHECKING:
@@ -211,10 +212,7 @@ class SQLiteJobStore(JobStore):
     def __init__(self, path: Path, timeout_s: float = 30.0) -> None:
         self.path = Path(path)
         self.timeout_s = timeout_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SCHEMA)
+        with closing(open_tables(self.path, _SCHEMA, timeout_s)) as conn:
             present = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
             for name, decl in _ADDED_COLUMNS.items():
                 if name not in present:
@@ -224,12 +222,9 @@ class SQLiteJobStore(JobStore):
                         pass
 
     def _connect(self) -> sqlite3.Connection:
-        # A fresh connection per write: no connection is ever shared between threads or
-        # inherited across fork(), which is what makes this process-safe.
-        conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
+        # A fresh connection per write (see workers.sqlite_db.connect).
+        conn = connect(self.path, self.timeout_s)
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.row_factory = sqlite3.Row
         return conn
 
     def _reader(self) -> sqlite3.Connection:
