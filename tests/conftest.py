@@ -197,3 +197,46 @@ def no_person_photo() -> bytes:
 
     gradient = Image.linear_gradient("L").resize((512, 512)).convert("RGB")
     return png_bytes(gradient)
+
+
+def small_jpeg() -> bytes:
+    """A valid 64x48 JPEG (a gradient): enough for the gateway's checks, no person in it."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.linear_gradient("L").resize((64, 48)).convert("RGB").save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def task_env_overrides() -> dict[str, str]:
+    """Extra AVATARS_* settings for ``task_env`` (a test module may override this fixture)."""
+    return {}
+
+
+@pytest.fixture
+def task_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, task_env_overrides: dict[str, str]):
+    """The worker's context (storage + SQLite job store) on a temporary data dir, without
+    any process: for calling task code directly."""
+    from workers.settings import get_settings
+    from workers.tasks import worker_context
+
+    monkeypatch.setenv("AVATARS_DATA_DIR", str(tmp_path / "data"))
+    for name, value in task_env_overrides.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AVATARS_REDIS_URL", raising=False)
+    get_settings.cache_clear()
+    worker_context.cache_clear()
+    yield worker_context()
+    get_settings.cache_clear()
+    worker_context.cache_clear()
+
+
+def stored_job(ctx) -> tuple[str, str]:
+    """A stored avatar (one small JPEG) and its queued job in ``ctx`` -> (avatar id, job id)."""
+    from workers.storage import NewPhoto, new_id
+
+    job_id = new_id()
+    meta = ctx.storage.create([NewPhoto(io.BytesIO(small_jpeg()), "JPEG", 64, 48)], job_id=job_id)
+    ctx.jobs.create(job_id, meta["id"])
+    return meta["id"], job_id

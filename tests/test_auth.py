@@ -6,7 +6,6 @@ of built avatars through a real Redis and real workers is in tests/test_faults.p
 
 from __future__ import annotations
 
-import io
 import json
 import sqlite3
 import subprocess
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 from starlette.websockets import WebSocketDisconnect
 
 from service.app import create_app
@@ -27,15 +25,9 @@ from service.auth import (
     digest,
     make_key_store,
 )
-from tests.conftest import REPO_ROOT, avatars_command, service_env
+from tests.conftest import REPO_ROOT, avatars_command, service_env, small_jpeg
 from workers.settings import Settings
 from workers.storage import new_id
-
-
-def jpeg() -> bytes:
-    buf = io.BytesIO()
-    Image.linear_gradient("L").resize((64, 48)).convert("RGB").save(buf, format="JPEG")
-    return buf.getvalue()
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -162,7 +154,7 @@ def test_no_key_is_401(locked: TestClient, path: str) -> None:
 
 
 def test_upload_without_key_is_401_before_the_body_is_read(locked: TestClient) -> None:
-    response = locked.post("/v1/avatars", files=[("photos", ("a.jpg", jpeg(), "image/jpeg"))])
+    response = locked.post("/v1/avatars", files=[("photos", ("a.jpg", small_jpeg(), "image/jpeg"))])
     assert response.status_code == 401
     assert not (locked.app.state.services.settings.avatars_dir).exists() or not list(
         locked.app.state.services.settings.avatars_dir.iterdir()
@@ -204,7 +196,7 @@ def test_revoked_key_stops_working(locked: TestClient, locked_settings: Settings
 def test_tenants_only_see_their_own(locked: TestClient, two_keys, locked_settings) -> None:
     key_a, key_b = two_keys
     created = locked.post(
-        "/v1/avatars", headers=bearer(key_a), files=[("photos", ("a.jpg", jpeg(), "image/jpeg"))]
+        "/v1/avatars", headers=bearer(key_a), files=[("photos", ("a.jpg", small_jpeg(), "image/jpeg"))]
     )
     assert created.status_code == 202, created.text
     avatar_id, job_id = created.json()["avatar_id"], created.json()["job_id"]
@@ -254,7 +246,7 @@ def test_websocket_needs_a_key(locked: TestClient, two_keys) -> None:
 def test_anonymous_avatars_are_their_own_tenant(data_dir: Path) -> None:
     settings = Settings(data_dir=data_dir, allow_anonymous=True, auth_cache_s=0)
     with TestClient(create_app(settings)) as client:
-        created = client.post("/v1/avatars", files=[("photos", ("a.jpg", jpeg(), "image/jpeg"))])
+        created = client.post("/v1/avatars", files=[("photos", ("a.jpg", small_jpeg(), "image/jpeg"))])
         assert created.status_code == 202
         job_id = created.json()["job_id"]
         assert client.get(f"/v1/jobs/{job_id}").status_code == 200

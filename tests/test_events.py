@@ -3,7 +3,6 @@ the worker side (a cancelled job stops at its next progress report)."""
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -12,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from service.app import create_app
+from tests.conftest import small_jpeg, stored_job
 from workers.jobs import (
     JobCancelledError,
     JobError,
@@ -25,12 +24,6 @@ from workers.jobs import (
 )
 from workers.settings import Settings
 from workers.storage import new_id
-
-
-def jpeg() -> bytes:
-    buf = io.BytesIO()
-    Image.linear_gradient("L").resize((64, 48)).convert("RGB").save(buf, format="JPEG")
-    return buf.getvalue()
 
 
 def parse_sse(body: str) -> list[dict]:
@@ -63,7 +56,7 @@ def fast_events(data_dir: Path) -> Iterator[TestClient]:
 
 
 def _upload(client: TestClient) -> tuple[str, str]:
-    response = client.post("/v1/avatars", files=[("photos", ("a.jpg", jpeg(), "image/jpeg"))])
+    response = client.post("/v1/avatars", files=[("photos", ("a.jpg", small_jpeg(), "image/jpeg"))])
     assert response.status_code == 202, response.text
     return response.json()["avatar_id"], response.json()["job_id"]
 
@@ -189,27 +182,6 @@ def test_delivery_counts(store: JobStore) -> None:
 
 
 # ------------------------------------------------------------- worker side
-@pytest.fixture
-def task_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from workers.settings import get_settings
-    from workers.tasks import worker_context
-
-    monkeypatch.setenv("AVATARS_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("AVATARS_REDIS_URL", raising=False)
-    get_settings.cache_clear()
-    worker_context.cache_clear()
-    yield worker_context()
-    get_settings.cache_clear()
-    worker_context.cache_clear()
-
-
-def _stored_job(ctx) -> tuple[str, str]:
-    from workers.storage import NewPhoto
-
-    job_id = new_id()
-    meta = ctx.storage.create([NewPhoto(io.BytesIO(jpeg()), "JPEG", 64, 48)], job_id=job_id)
-    ctx.jobs.create(job_id, meta["id"])
-    return meta["id"], job_id
 
 
 def test_worker_stops_at_the_next_progress_report(task_env, monkeypatch) -> None:
@@ -219,7 +191,7 @@ def test_worker_stops_at_the_next_progress_report(task_env, monkeypatch) -> None
     from workers import tasks
 
     monkeypatch.setattr(tasks, "PROGRESS_INTERVAL_S", 0.0)
-    avatar_id, job_id = _stored_job(task_env)
+    avatar_id, job_id = stored_job(task_env)
     calls = []
 
     def fake_fit_stage(avatar_dir, progress):
@@ -243,7 +215,7 @@ def test_cancelled_before_start_never_runs(task_env, monkeypatch) -> None:
     import models.pipeline
     from workers import tasks
 
-    avatar_id, job_id = _stored_job(task_env)
+    avatar_id, job_id = stored_job(task_env)
     task_env.jobs.cancel(job_id)
     monkeypatch.setattr(models.pipeline, "fit_stage", lambda *a: pytest.fail("ran"))
     assert tasks.fit_avatar.apply(args=(avatar_id, job_id)).state == "IGNORED"

@@ -29,11 +29,18 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from service.app import create_app
 from service.auth import make_key_store
-from tests.conftest import REPO_ROOT, avatars_command, free_port, service_env, wait_until
+from tests.conftest import (
+    REPO_ROOT,
+    avatars_command,
+    free_port,
+    service_env,
+    small_jpeg,
+    stored_job,
+    wait_until,
+)
 from workers.jobs import JobState, SQLiteJobStore
 from workers.settings import Settings
 from workers.storage import new_id
@@ -44,12 +51,6 @@ pytestmark = pytest.mark.faults
 #: (fit ~20-40 s on a busy 2-core machine), short enough to wait for in a test.
 VISIBILITY_S = 75
 JOB_TIMEOUT_S = 420
-
-
-def jpeg() -> bytes:
-    buf = io.BytesIO()
-    Image.linear_gradient("L").resize((64, 48)).convert("RGB").save(buf, format="JPEG")
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------- processes
@@ -389,27 +390,9 @@ def test_tenant_b_cannot_touch_tenant_a(cluster: Cluster, person_photo: bytes) -
 
 # ------------------------------------------------------ without processes
 @pytest.fixture
-def task_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from workers.settings import get_settings
-    from workers.tasks import worker_context
-
-    monkeypatch.setenv("AVATARS_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("AVATARS_TASK_MAX_DELIVERIES", "2")
-    monkeypatch.delenv("AVATARS_REDIS_URL", raising=False)
-    get_settings.cache_clear()
-    worker_context.cache_clear()
-    yield worker_context()
-    get_settings.cache_clear()
-    worker_context.cache_clear()
-
-
-def _stored_job(ctx) -> tuple[str, str]:
-    from workers.storage import NewPhoto
-
-    job_id = new_id()
-    meta = ctx.storage.create([NewPhoto(io.BytesIO(jpeg()), "JPEG", 64, 48)], job_id=job_id)
-    ctx.jobs.create(job_id, meta["id"])
-    return meta["id"], job_id
+def task_env_overrides() -> dict[str, str]:
+    """``task_env`` (conftest) with a low redelivery cap."""
+    return {"AVATARS_TASK_MAX_DELIVERIES": "2"}
 
 
 def test_a_photo_that_kills_workers_ends_as_worker_crashed(task_env, monkeypatch) -> None:
@@ -419,7 +402,7 @@ def test_a_photo_that_kills_workers_ends_as_worker_crashed(task_env, monkeypatch
     import models.pipeline
     from workers.tasks import fit_avatar
 
-    avatar_id, job_id = _stored_job(task_env)
+    avatar_id, job_id = stored_job(task_env)
     for _ in range(2):  # two deliveries whose workers "died" mid-stage
         task_env.jobs.count_delivery(job_id, "fit")
     monkeypatch.setattr(models.pipeline, "fit_stage", lambda *a: pytest.fail("ran again"))
@@ -432,7 +415,7 @@ def test_one_lost_delivery_is_run_again(task_env, monkeypatch) -> None:
     import models.pipeline
     from workers.tasks import fit_avatar
 
-    avatar_id, job_id = _stored_job(task_env)
+    avatar_id, job_id = stored_job(task_env)
     task_env.jobs.count_delivery(job_id, "fit")  # one worker died
     monkeypatch.setattr(models.pipeline, "fit_stage", lambda d, p: {"detect": 0.1, "fit": 0.2})
     assert fit_avatar.apply(args=(avatar_id, job_id)).state == "SUCCESS"
@@ -455,7 +438,7 @@ def test_transient_errors_retry_with_backoff_bad_input_does_not(task_env, monkey
     assert base * 4 * 0.5 <= delays[3] <= base * 8
     assert max(delays) <= task_env.settings.task_retry_max_delay_s
 
-    avatar_id, job_id = _stored_job(task_env)
+    avatar_id, job_id = stored_job(task_env)
     calls = []
 
     def flaky(d, p):
@@ -469,7 +452,7 @@ def test_transient_errors_retry_with_backoff_bad_input_does_not(task_env, monkey
     job = task_env.jobs.get(job_id)
     assert job.state is JobState.FAILED and job.error.code == "detector_unavailable"
 
-    avatar_id, job_id = _stored_job(task_env)
+    avatar_id, job_id = stored_job(task_env)
     calls.clear()
 
     def bad(d, p):
@@ -512,7 +495,7 @@ def _post(client: TestClient, key: str | None, *photos: bytes):
 
 
 def test_idempotency_key(idem_client: TestClient, data_dir: Path) -> None:
-    photo, other = jpeg(), jpeg()[:-2] + b"\x00\xff\xd9"  # same size, other bytes
+    photo, other = small_jpeg(), small_jpeg()[:-2] + b"\x00\xff\xd9"  # same size, other bytes
     first = _post(idem_client, "order-42", photo)
     assert first.status_code == 202
     again = _post(idem_client, "order-42", photo)
@@ -536,10 +519,10 @@ def test_idempotency_key_is_per_tenant_and_released_on_failure(data_dir: Path) -
     store = make_key_store(settings)
     _, key = store.create("acme")
     with TestClient(create_app(settings)) as client:
-        mine = _post(client, "k1", jpeg())
+        mine = _post(client, "k1", small_jpeg())
         theirs = client.post(
             "/v1/avatars", headers={"Idempotency-Key": "k1", "Authorization": f"Bearer {key}"},
-            files=[("photos", ("a.jpg", jpeg(), "image/jpeg"))],
+            files=[("photos", ("a.jpg", small_jpeg(), "image/jpeg"))],
         )
         assert theirs.status_code == 202
         assert theirs.json()["avatar_id"] != mine.json()["avatar_id"]
@@ -547,10 +530,10 @@ def test_idempotency_key_is_per_tenant_and_released_on_failure(data_dir: Path) -
         services = client.app.state.services
         real_create = services.jobs.create
         services.jobs.create = lambda *a, **k: (_ for _ in ()).throw(OSError("down"))
-        failed = _post(client, "k2", jpeg())
+        failed = _post(client, "k2", small_jpeg())
         assert failed.status_code == 503
         services.jobs.create = real_create
-        retried = _post(client, "k2", jpeg())
+        retried = _post(client, "k2", small_jpeg())
         assert retried.status_code == 202 and "idempotent-replayed" not in retried.headers
 
 
@@ -560,7 +543,7 @@ def test_idempotency_pending_is_409(data_dir: Path) -> None:
     from service.uploads import validate_photo
 
     settings = Settings(data_dir=data_dir, allow_anonymous=True)
-    photo = jpeg()
+    photo = small_jpeg()
     fingerprint = _fingerprint([validate_photo(io.BytesIO(photo), max_pixels=10**8, index=0)])
     store = SQLiteIdempotencyStore(settings.jobs_db_path, 60)
     avatar_id, job_id = new_id(), new_id()

@@ -4,14 +4,12 @@ key, upload size and pixel count; every refusal is a JSON 413 or 429 with Retry-
 from __future__ import annotations
 
 import asyncio
-import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from service.app import create_app
 from service.auth import make_key_store
@@ -23,14 +21,9 @@ from service.limits import (
     RedisStreamSlots,
 )
 from service.streaming import PlayerCache
+from tests.conftest import small_jpeg
 from workers.settings import Settings
 from workers.storage import new_id
-
-
-def jpeg() -> bytes:
-    buf = io.BytesIO()
-    Image.linear_gradient("L").resize((64, 48)).convert("RGB").save(buf, format="JPEG")
-    return buf.getvalue()
 
 
 def assert_429(response, code: str) -> dict:
@@ -110,7 +103,7 @@ def test_rate_limit_per_key_is_429_with_retry_after(limited: TestClient) -> None
     assert limited.get("/v1/motions", headers={"X-API-Key": key_b}).status_code == 200
     assert limited.get("/healthz").status_code == 200  # health is not rate limited
     # an upload over the rate is refused before its body is read
-    response = limited.post("/v1/avatars", headers=a, files=[("photos", ("a.jpg", jpeg(), "image/jpeg"))])
+    response = limited.post("/v1/avatars", headers=a, files=[("photos", ("a.jpg", small_jpeg(), "image/jpeg"))])
     assert_429(response, "rate_limited")
 
 
@@ -161,7 +154,7 @@ def test_stream_over_the_limit_is_429(limited: TestClient) -> None:
     (key,) = _keys(limited, 1)
     headers = {"X-API-Key": key}
     created = limited.post(
-        "/v1/avatars", headers=headers, files=[("photos", ("a.jpg", jpeg(), "image/jpeg"))]
+        "/v1/avatars", headers=headers, files=[("photos", ("a.jpg", small_jpeg(), "image/jpeg"))]
     )
     avatar_id = created.json()["avatar_id"]
     services = limited.app.state.services
@@ -185,7 +178,7 @@ def test_stream_over_the_limit_is_429(limited: TestClient) -> None:
 
 # ------------------------------------------------------------------ uploads
 def test_upload_and_pixel_limits_are_413_json(client: TestClient) -> None:
-    big = jpeg() + b"\x00" * (3 * 1024 * 1024)  # the test settings allow 2 MiB
+    big = small_jpeg() + b"\x00" * (3 * 1024 * 1024)  # the test settings allow 2 MiB
     response = client.post("/v1/avatars", files=[("photos", ("a.jpg", big, "image/jpeg"))])
     assert response.status_code == 413 and response.json()["error"]["code"] == "upload_too_large"
     from tests.test_api import png_header_only

@@ -15,19 +15,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from service.app import create_app
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, small_jpeg
 from workers.observability import JsonFormatter
 from workers.settings import Settings
 from workers.storage import new_id
-
-
-def jpeg() -> bytes:
-    buf = io.BytesIO()
-    Image.linear_gradient("L").resize((64, 48)).convert("RGB").save(buf, format="JPEG")
-    return buf.getvalue()
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
@@ -45,7 +38,7 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 
 
 def test_metrics_cover_routes_errors_and_queue(client: TestClient) -> None:
-    created = client.post("/v1/avatars", files=[("photos", ("a.jpg", jpeg(), "image/jpeg"))])
+    created = client.post("/v1/avatars", files=[("photos", ("a.jpg", small_jpeg(), "image/jpeg"))])
     job_id = created.json()["job_id"]
     for _ in range(3):
         assert client.get(f"/v1/jobs/{job_id}").status_code == 200
@@ -104,7 +97,7 @@ def test_json_logs_carry_request_and_job_ids(client: TestClient) -> None:
     try:
         created = client.post(
             "/v1/avatars", headers={"X-Request-ID": "upload-1"},
-            files=[("photos", ("a.jpg", jpeg(), "image/jpeg"))],
+            files=[("photos", ("a.jpg", small_jpeg(), "image/jpeg"))],
         )
     finally:
         root.removeHandler(handler)
@@ -145,7 +138,7 @@ def test_worker_records_stage_seconds_and_failures(tmp_path: Path, monkeypatch) 
     try:
         def stored() -> tuple[str, str]:
             job_id = new_id()
-            meta = ctx.storage.create([NewPhoto(io.BytesIO(jpeg()), "JPEG", 64, 48)], job_id=job_id)
+            meta = ctx.storage.create([NewPhoto(io.BytesIO(small_jpeg()), "JPEG", 64, 48)], job_id=job_id)
             ctx.jobs.create(job_id, meta["id"])
             return meta["id"], job_id
 
