@@ -414,16 +414,6 @@ MULTI_PHOTO_SEED_OFFSET = 500_000  # added to --seed-offset: people apart from t
 MULTI_PHOTO_VIEWS = 3
 
 
-def fixed_shape_sample(gen, seed: int, shape: np.ndarray):
-    """A generator sample whose body has `shape` (pose, camera, clothes, ... from `seed`)."""
-    draw = gen.random_shape
-    gen.random_shape = lambda rng: (draw(rng), np.asarray(shape, np.float32))[1]  # same random stream
-    try:
-        return gen.sample(seed, views=False)
-    finally:
-        del gen.random_shape
-
-
 def _fit_only(images: list[np.ndarray], work: Path) -> dict:
     """fit_stage on these photos in a fresh avatar directory -> fit.json."""
     from PIL import Image
@@ -448,7 +438,7 @@ def score_multi_photo(ctx: Context, k: int, seed_offset: int, work: Path) -> dic
 
     base = seed_offset + MULTI_PHOTO_SEED_OFFSET + 10 * k
     shape = ctx.gen.random_shape(np.random.default_rng(base))
-    samples = [fixed_shape_sample(ctx.gen, base + j, shape) for j in range(MULTI_PHOTO_VIEWS)]
+    samples = [ctx.gen.sample(base + j, views=False, shape=shape) for j in range(MULTI_PHOTO_VIEWS)]
     row: dict = {"seeds": [base + j for j in range(MULTI_PHOTO_VIEWS)],
                  "poses": [s.meta["pose_kind"]["kind"] for s in samples]}
     try:

@@ -30,16 +30,6 @@ def gen():
     return get_generator(512)
 
 
-def fixed_shape_sample(gen, seed: int, shape: np.ndarray):
-    """A generator sample with a given body shape (pose, camera, clothes from `seed`)."""
-    draw = gen.random_shape
-    gen.random_shape = lambda rng: (draw(rng), np.asarray(shape, np.float32))[1]  # same random stream
-    try:
-        return gen.sample(seed, views=False)
-    finally:
-        del gen.random_shape
-
-
 def _iou(body, fit: BodyFit, i: int, mask: np.ndarray) -> float:
     from models.pipeline import silhouette_iou
 
@@ -155,7 +145,7 @@ def test_warm_start_from_the_truth_stays_there(body, gen):
 @pytest.mark.slow
 def test_three_photos_of_one_person_share_one_shape(body, gen):
     shape = gen.random_shape(np.random.default_rng(7))
-    samples = [fixed_shape_sample(gen, 5_000_100 + k, shape) for k in range(3)]
+    samples = [gen.sample(5_000_100 + k, views=False, shape=shape) for k in range(3)]
     assert all(np.array_equal(s.shape, shape) for s in samples)
     dets = [Detection(keypoints=s.keypoints_mp33, mask=s.mask.astype(np.float32)) for s in samples]
     joint = fit_body(body, dets)

@@ -962,10 +962,13 @@ class SynthGenerator:
 
     # ---- one sample ---------------------------------------------------------------------------
     def sample(self, seed: int, views: bool = True, pose_kind: str | None = None,
-               background_kind: str | None = None) -> SynthSample:
+               background_kind: str | None = None, shape: np.ndarray | None = None) -> SynthSample:
+        """Sample `seed`. `shape`: this body shape instead of the seed's (everything else,
+        pose, camera, clothes, stays the seed's: the shape is still drawn, then replaced)."""
         rng = np.random.default_rng(seed)
         size = self.size
-        shape = self.random_shape(rng)
+        drawn = self.random_shape(rng)
+        shape = drawn if shape is None else np.asarray(shape, np.float32)
         pose, pose_info = self.random_pose(rng, pose_kind)
         tex, clothing = self.paint_texture(rng, shape)
         bg, bg_kind = self.background(rng, background_kind)
