@@ -387,6 +387,20 @@ async def measure_uploads(
     }
 
 
+def upload_figures(prefix: str, cpu_prefix: str, run: dict[str, Any]) -> dict[str, Any]:
+    """The JSON keys of one set of upload rounds (``measure_uploads``)."""
+    return {
+        f"{prefix}_statuses": run["statuses"],
+        f"{prefix}_p50_ms": round(run["p50_ms"], 1),
+        f"{prefix}_p95_ms": round(run["p95_ms"], 1),
+        f"{prefix}_max_ms": round(run["max_ms"], 1),
+        f"{prefix}_p95_ms_per_round": run["p95_ms_per_round"],
+        f"{cpu_prefix}_cpu_ms_per_upload": run["cpu_ms_per_upload"],
+        f"{cpu_prefix}_user_ms_per_upload": run["user_ms_per_upload"],
+        f"{cpu_prefix}_system_ms_per_upload": run["system_ms_per_upload"],
+    }
+
+
 async def measure(args: argparse.Namespace, services: Services, key: str) -> dict[str, Any]:
     port = services.port
     auth = {"Authorization": f"Bearer {key}"}
@@ -450,25 +464,11 @@ async def measure(args: argparse.Namespace, services: Services, key: str) -> dic
         # uploads spread round-robin over `upload_gateway_processes` gateway processes
         "upload_gateway_processes": len(services.ports),
         "uploads": uploads["uploads"],
-        "upload_statuses": uploads["statuses"],
-        "upload_p50_ms": round(uploads["p50_ms"], 1),
-        "upload_p95_ms": round(uploads["p95_ms"], 1),
-        "upload_max_ms": round(uploads["max_ms"], 1),
-        "upload_p95_ms_per_round": uploads["p95_ms_per_round"],
-        "upload_gateway_cpu_ms_per_upload": uploads["cpu_ms_per_upload"],
-        "upload_gateway_user_ms_per_upload": uploads["user_ms_per_upload"],
-        "upload_gateway_system_ms_per_upload": uploads["system_ms_per_upload"],
+        **upload_figures("upload", "upload_gateway", uploads),
         # this process (the client) competes for the same cores
         "upload_client_cpu_ms_per_upload": uploads["client_cpu_ms_per_upload"],
         # the same uploads against ONE gateway process
-        "upload_single_process_statuses": single["statuses"],
-        "upload_single_process_p50_ms": round(single["p50_ms"], 1),
-        "upload_single_process_p95_ms": round(single["p95_ms"], 1),
-        "upload_single_process_max_ms": round(single["max_ms"], 1),
-        "upload_single_process_p95_ms_per_round": single["p95_ms_per_round"],
-        "upload_single_process_cpu_ms_per_upload": single["cpu_ms_per_upload"],
-        "upload_single_process_user_ms_per_upload": single["user_ms_per_upload"],
-        "upload_single_process_system_ms_per_upload": single["system_ms_per_upload"],
+        **upload_figures("upload_single_process", "upload_single_process", single),
         "cpus": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
