@@ -80,26 +80,30 @@ def _wait_ready(proc: subprocess.Popen, log_path: Path, url: str, path: str) -> 
 
 
 @contextmanager
+def _gateway_process(command: list[str], env: dict[str, str], data_dir: Path, log_path: Path,
+                     url: str, ready_path: str, stop_timeout_s: float) -> Iterator[Gateway]:
+    """Run a gateway ``command`` logging to ``log_path``; yield it once ``ready_path``
+    answers, stop it afterwards."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        gateway = Gateway(url, data_dir, log_path, proc)
+        try:
+            _wait_ready(proc, log_path, gateway.url, ready_path)
+            yield gateway
+        finally:
+            stop_process(proc, timeout_s=stop_timeout_s)
+
+
+@contextmanager
 def serve(
     data_dir: Path, log_path: Path, extra_env: dict[str, str] | None = None
 ) -> Iterator[Gateway]:
     """``avatars serve`` (embedded mode: gateway + worker process) on a free port."""
     port = free_port()
     env = {**service_env(data_dir, redis_url=None), **(extra_env or {})}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            avatars_command("serve", "--host", "127.0.0.1", "--port", str(port)),
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        gateway = Gateway(f"http://127.0.0.1:{port}/", data_dir, log_path, proc)
-        try:
-            _wait_ready(proc, log_path, gateway.url, "readyz")
-            yield gateway
-        finally:
-            stop_process(proc, timeout_s=60)
+    with _gateway_process(avatars_command("serve", "--host", "127.0.0.1", "--port", str(port)), env,
+                          data_dir, log_path, f"http://127.0.0.1:{port}/", "readyz", 60) as gateway:
+        yield gateway
 
 
 @contextmanager
@@ -108,20 +112,10 @@ def serve_prefixed(data_dir: Path, log_path: Path, prefix: str) -> Iterator[Gate
     port = free_port()
     env = service_env(data_dir, redis_url=None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(BROWSER_DIR / "prefixed_gateway.py"), prefix, str(port)],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        gateway = Gateway(f"http://127.0.0.1:{port}{prefix}/", data_dir, log_path, proc)
-        try:
-            _wait_ready(proc, log_path, gateway.url, "healthz")
-            yield gateway
-        finally:
-            stop_process(proc, timeout_s=30)
+    command = [sys.executable, str(BROWSER_DIR / "prefixed_gateway.py"), prefix, str(port)]
+    with _gateway_process(command, env, data_dir, log_path, f"http://127.0.0.1:{port}{prefix}/",
+                          "healthz", 30) as gateway:
+        yield gateway
 
 
 def build_avatar(gateway: Gateway, photo_png: bytes) -> str:
