@@ -699,31 +699,26 @@ function setUpOrbit() {
   });
 }
 
+function textList(className, items) {
+  const list = document.createElement("ul");
+  list.className = className;
+  for (const text of items) {
+    const li = document.createElement("li");
+    li.textContent = text;
+    list.append(li);
+  }
+  return list;
+}
+
 function renderQuality(quality) {
   const box = $("quality");
   box.replaceChildren();
   const { lines, warnings } = describeQuality(quality);
-  const list = document.createElement("ul");
-  list.className = "quality-list";
-  for (const line of lines) {
-    const li = document.createElement("li");
-    li.textContent = line;
-    list.append(li);
-  }
-  box.append(list);
+  box.append(textList("quality-list", lines));
   const heading = document.createElement("p");
   heading.textContent = warnings.length ? "Warnings:" : "No warnings.";
   box.append(heading);
-  if (warnings.length) {
-    const wl = document.createElement("ul");
-    wl.className = "quality-list quality-warnings";
-    for (const text of warnings) {
-      const li = document.createElement("li");
-      li.textContent = text;
-      wl.append(li);
-    }
-    box.append(wl);
-  }
+  if (warnings.length) box.append(textList("quality-list quality-warnings", warnings));
 }
 
 async function showResult(avatarId) {
