@@ -19,8 +19,8 @@ additive correction of the unseen texels:
 4. The per-vertex correction is interpolated at every texel (barycentric, the atlas's own
    raster) and added to the unseen texels only; the result is clipped to 0..1.
 
-Everything that depends only on the topology (edges, components, seam groups, the atlas
-raster) is cached; the linear system changes with the observed set and is solved per call
+Everything that depends only on the topology (edges, components, seam groups; the atlas
+raster, by ``texel_map``) is cached; the linear system changes with the observed set and is solved per call
 (a sparse LU of at most one unknown per split vertex: tens of milliseconds).
 """
 from __future__ import annotations
@@ -53,7 +53,6 @@ class SeamGraph:
 
 _lock = threading.Lock()
 _graphs: dict[int, tuple[object, SeamGraph]] = {}
-_rasters: dict[tuple[int, int], tuple[object, object]] = {}
 
 
 def seam_graph(topology) -> SeamGraph:
@@ -79,21 +78,6 @@ def seam_graph(topology) -> SeamGraph:
     with _lock:
         _graphs[key] = (topology, g)
     return g
-
-
-def atlas_raster(topology, size: int):
-    """The TexelMap of `topology` at `size` (cached)."""
-    from models.texture.atlas import texel_map
-
-    key = (id(topology), size)
-    with _lock:
-        hit = _rasters.get(key)
-    if hit is not None and hit[0] is topology:
-        return hit[1]
-    tm = texel_map(topology.uvs, topology.faces, size)
-    with _lock:
-        _rasters[key] = (topology, tm)
-    return tm
 
 
 def sample_vertices(img: np.ndarray, valid: np.ndarray, uvs: np.ndarray,
@@ -187,7 +171,10 @@ def blend_seams(texture: np.ndarray, observed: np.ndarray, covered: np.ndarray, 
     t0 = time.perf_counter()
     T = covered.shape[0]
     graph = seam_graph(topology)
-    tm = tm if tm is not None else atlas_raster(topology, T)
+    if tm is None:
+        from models.texture.atlas import texel_map
+
+        tm = texel_map(topology.uvs, topology.faces, T)
     cov = covered & tm.covered
     obs = observed & cov
     uvs = np.asarray(topology.uvs)

@@ -1,6 +1,8 @@
 """Per-texel geometry of the UV atlas: which triangle and which 3D point each texel is."""
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,10 +30,31 @@ def uv_clip(uvs: np.ndarray) -> np.ndarray:
     return out
 
 
+_lock = threading.Lock()
+_maps: OrderedDict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, TexelMap]] = OrderedDict()
+MAX_CACHED_MAPS = 8
+
+
 def texel_map(uvs: np.ndarray, faces: np.ndarray, size: int) -> TexelMap:
-    backend = get_backend("cpu")
-    rast = backend.rasterize(uv_clip(uvs), faces, (size, size))
-    return TexelMap(rast=rast, covered=rast[..., 3] > 0, size=size)
+    """The atlas of the layout (uvs, faces) rasterized at size x size. Cached per process for
+    the same arrays (a body's topology): texture, inpainting and seam blending share one
+    raster. Its arrays are read-only."""
+    key = (id(uvs), id(faces), int(size))
+    with _lock:
+        hit = _maps.get(key)
+        if hit is not None and hit[0] is uvs and hit[1] is faces:
+            _maps.move_to_end(key)
+            return hit[2]
+    rast = get_backend("cpu").rasterize(uv_clip(uvs), faces, (size, size))
+    covered = rast[..., 3] > 0
+    rast.setflags(write=False)
+    covered.setflags(write=False)
+    tm = TexelMap(rast=rast, covered=covered, size=size)
+    with _lock:
+        _maps[key] = (uvs, faces, tm)  # the arrays are kept: their ids stay theirs
+        while len(_maps) > MAX_CACHED_MAPS:
+            _maps.popitem(last=False)
+    return tm
 
 
 def texel_attribute(tm: TexelMap, attr: np.ndarray, faces: np.ndarray) -> np.ndarray:
