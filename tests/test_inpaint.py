@@ -147,6 +147,27 @@ def test_shipped_weights_match_the_registry_and_the_body():
     assert cfg["training"]["seeds"][1] < 1_000_000  # never the benchmark's people
 
 
+def test_publish_makes_a_trained_model_the_checked_default(tiny_model, tmp_path, monkeypatch):
+    from models.inpaint import registry
+
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr(registry, "REGISTRY_PATH", tmp_path / "weights" / "registry.json")
+    monkeypatch.delenv(registry.MODEL_DIR_SETTING, raising=False)
+    (tmp_path / "weights").mkdir()
+    registry.REGISTRY_PATH.write_text("{}")
+    assert registry.model_source() is None
+
+    dest = registry.publish_default(tiny_model)
+    assert dest == tmp_path / "weights" / registry.DEFAULT_MODEL
+    entry = registry.read_registry()[registry.DEFAULT_MODEL]
+    assert set(entry["files"]) == {"inpaint.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                                   "scheduler/scheduler_config.json"}
+    src = registry.model_source()
+    assert src.name == registry.DEFAULT_MODEL and src.path == dest
+    registry.verify(src)  # every file with its sha256
+    assert not list((tmp_path / "weights").glob("*.tmp*"))  # nothing half-written left
+
+
 def test_train_cli_makes_pairs_trains_two_steps_and_resumes(tmp_path):
     from click.testing import CliRunner
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from models.inpaint.lowres import AtlasMaps
+from models.ioutil import atomic_write_json
 
 CONFIG_NAME = "inpaint.json"
 COND_CHANNELS = 8  # + 3 with InpaintConfig.prefill
@@ -159,9 +160,7 @@ def save_model(out_dir: Path, unet, cfg: InpaintConfig) -> Path:
     build_train_scheduler(cfg).save_pretrained(out_dir / "scheduler")
     record = asdict(cfg)
     record["files"] = {name: sha256_file(out_dir / name) for name in WEIGHT_FILES}
-    tmp = out_dir / (CONFIG_NAME + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(out_dir / CONFIG_NAME)
+    atomic_write_json(out_dir / CONFIG_NAME, record)
     return out_dir
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import ModelAssetError, PipelineError
+from models.ioutil import atomic_write_json
 
 METHOD_SETTING = "AVATARS_INPAINT_METHOD"
 MODEL_DIR_SETTING = "AVATARS_INPAINT_MODEL_DIR"
@@ -195,9 +196,7 @@ def publish_default(model_dir: Path, purpose: str | None = None) -> Path:
         "files": {rel: {"sha256": sha256_file(dest / rel), "bytes": (dest / rel).stat().st_size}
                   for rel in (CONFIG_NAME, *WEIGHT_FILES)},
     }
-    tmp_reg = REGISTRY_PATH.with_suffix(".json.tmp")
-    tmp_reg.write_text(json.dumps(reg, indent=1) + "\n")
-    tmp_reg.replace(REGISTRY_PATH)
+    atomic_write_json(REGISTRY_PATH, reg)
     with _lock:
         _cache.clear()
     return dest
