@@ -368,12 +368,16 @@ def _overlay(img: np.ndarray, sil: np.ndarray) -> np.ndarray:
 
 # ---- real photos -----------------------------------------------------------------------------
 def score_photo(ctx: Context, path: Path, work: Path) -> dict:
+    """One real photo (with ``NAME_keypoints.json`` and then ``NAME_mask.png`` uploaded
+    beside it when present): fit figures, and the back figures of bench/real_photos.py per
+    method (``methods``; the pipeline's also at the top level)."""
+    from bench import real_photos
     from models.errors import PipelineError
     from models.ioutil import load_photo
 
     row: dict = {}
     try:
-        d, timings = run_pipeline(path, work)
+        d, timings, uploads = real_photos.run_photo(path, work)
     except PipelineError as exc:
         return {"error": exc.code}
     fit = json.loads((d / "fit" / "fit.json").read_text())
@@ -395,15 +399,19 @@ def score_photo(ctx: Context, path: Path, work: Path) -> dict:
     else:
         row["fit_iou"] = None
         mask = det_mask
+    row["uploads"] = uploads
+    row["detection_source"] = fit.get("detection_sources", [None])[0]
     row["fit_iou_detector"] = iou(sil, det_mask)
     row["kp_err_pct_detector"] = float(fit["keypoint_error_pct"][0])
     row["same_view_psnr"] = masked_psnr(front, img, mask)
     row["same_view_ssim"] = masked_ssim(front, img, mask)
     row.update({f"{k}_seconds": float(v) for k, v in timings.items()})
     row["fit_stage_seconds"] = fit.get("stage_seconds", {})
-    back_cam = _turned_camera(cam, vs, ctx.gen)
-    bimg, _ = ctx.gen.render(vs, back_cam, tex)
-    row["_sheet"] = [img, _overlay(img, sil), front, bimg, None]
+    shape = np.asarray(fit["shape"], np.float32)
+    texs, seen = ctx.fills(d, shape)
+    row.update(real_photos.method_figures(ctx, d, shape, texs, seen))
+    row["_sheet"] = [img, _overlay(img, sil), *real_photos.avatar_views(ctx, d, cam, vs, tex)]
+    row["_sheet_labels"] = real_photos.SHEET_LABELS
     row["warnings"] = fit.get("warnings", [])
     shutil.rmtree(d, ignore_errors=True)
     return row
@@ -520,29 +528,34 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def contact_sheet(rows: list[dict], path: Path, cell: int = 192, max_rows: int = 12) -> None:
+    """One row per sample, at most ``max_rows`` per section; rows with ``_sheet_labels``
+    (real photos) come in their own section, under their own labels."""
     import cv2
     from PIL import Image
 
-    lines = []
-    labels = ["input", "fit", "front", "back", "gt back"]
-    for r in [r for r in rows if "_sheet" in r][:max_rows]:
-        cells = []
-        for im in r["_sheet"]:
-            c = np.full((cell, cell, 3), 40, np.uint8)
-            if im is not None:
-                h, w = im.shape[:2]
-                k = cell / max(h, w)
-                small = cv2.resize(im, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
-                y, x = (cell - small.shape[0]) // 2, (cell - small.shape[1]) // 2
-                c[y:y + small.shape[0], x:x + small.shape[1]] = small
-            cells.append(c)
-        lines.append(np.concatenate(cells, 1))
-    if not lines:
+    sections: dict[tuple, list] = {}
+    for r in [r for r in rows if "_sheet" in r]:
+        sections.setdefault(tuple(r.get("_sheet_labels", ("input", "fit", "front", "back", "gt back"))), []).append(r)
+    width = cell * max((len(k) for k in sections), default=0)
+    parts = []
+    for labels, sec in sections.items():
+        head = np.full((22, width, 3), 255, np.uint8)
+        for i, t in enumerate(labels):
+            cv2.putText(head, t, (i * cell + 6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        parts.append(head)
+        for r in sec[:max_rows]:
+            line = np.full((cell, width, 3), 40, np.uint8)
+            for j, im in enumerate(r["_sheet"]):
+                if im is not None:
+                    h, w = im.shape[:2]
+                    k = cell / max(h, w)
+                    small = cv2.resize(im, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+                    y, x = (cell - small.shape[0]) // 2, j * cell + (cell - small.shape[1]) // 2
+                    line[y:y + small.shape[0], x:x + small.shape[1]] = small
+            parts.append(line)
+    if not parts:
         return
-    head = np.full((22, cell * len(labels), 3), 255, np.uint8)
-    for i, t in enumerate(labels):
-        cv2.putText(head, t, (i * cell + 6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    sheet = np.concatenate([head] + lines, 0)
+    sheet = np.concatenate(parts, 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(sheet).save(path, optimize=True)
 
@@ -585,6 +598,9 @@ def targets(result: dict) -> list[dict]:
                    (get(diff, "same_view_psnr_on_avatar") or 0) >= 28))
     out.append(row("diffusion inpaint_seconds_median", get(diff, "inpaint_seconds_median"),
                    f"<= 10 ({get(diff, 'inpaint_steps')} steps)", (get(diff, "inpaint_seconds_median") or 1e9) <= 10))
+    from bench import real_photos
+
+    out += real_photos.target_rows(result)  # the real photos' backs
     return out
 
 
@@ -667,9 +683,14 @@ def main(argv: list[str] | None = None) -> dict:
         "per_sample": _clean(rows),
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    from bench import real_photos
+
+    result.update(real_photos.summarize_photos(result["photos"]))  # real_* figures (with --photos)
     result = _clean(result)
     result["targets"] = targets(result)
     print(json.dumps({"methods": result["methods"], "samples": result["samples"]}, indent=1))
+    for line in real_photos.summary_lines(result):
+        print(line)
     print("targets:")
     for t in result["targets"]:
         mark = {True: "ok", False: "MISSED", None: "n/a"}[t["ok"]]
@@ -681,7 +702,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))
     if args.sheet:
-        contact_sheet(rows + photo_rows, args.sheet)
+        contact_sheet(rows + photo_rows, args.sheet, max_rows=max(12, len(photo_rows)))
     return result
 
 
