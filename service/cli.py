@@ -440,9 +440,13 @@ def train_data(n: int, seed: int, size: int, photo_size: int, texel_size: int, o
               help="Stop (and save) after this long; 0 = no limit.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="torch threads (0 = default).")
+@click.option("--init-from", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Start a new run from this model folder's weights and architecture (fine-tuning), "
+                   "e.g. models/weights/inpaint_default.")
 @friendly_errors
 def train_inpaint(data_dir: Path, out_dir: Path, steps: int, batch_size: int, lr: float, channels: str,
-                  prefill: bool, checkpoint_every: int, val_every: int, max_minutes: float, threads: int) -> None:
+                  prefill: bool, checkpoint_every: int, val_every: int, max_minutes: float, threads: int,
+                  init_from: Path | None) -> None:
     """Train the texture inpainting diffusion model on pairs in DATA; the model lands in OUT/model."""
     from tqdm import tqdm
 
@@ -466,7 +470,8 @@ def train_inpaint(data_dir: Path, out_dir: Path, steps: int, batch_size: int, lr
             bar.update(step - bar.n)
             bar.set_postfix(loss=f"{loss:.4f}")
 
-        summary = train(data_dir, out_dir, cfg, settings, progress=progress, command=command)
+        summary = train(data_dir, out_dir, cfg, settings, progress=progress, command=command,
+                        init_from=init_from)
     click.echo(f"{summary['steps']} steps in {summary['seconds']:.0f} s, loss {summary['loss']}; "
                f"model: {summary['model']}")
 

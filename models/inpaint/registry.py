@@ -120,6 +120,18 @@ def model_source() -> ModelSource | None:
     return ModelSource(DEFAULT_MODEL, path, {k: v["sha256"] for k, v in entry["files"].items()})
 
 
+def shipped_source(name: str) -> ModelSource | None:
+    """A model shipped in models/weights by its registry name (e.g. ``inpaint_tight64``, the
+    model trained on the skin-tight people, kept for comparison); None if absent."""
+    entry = read_registry().get(name)
+    if not entry or entry.get("kind") != "inpaint":
+        return None
+    path = WEIGHTS_DIR / entry["path"]
+    if not (path / "inpaint.json").exists():
+        return None
+    return ModelSource(name, path, {k: v["sha256"] for k, v in entry["files"].items()})
+
+
 def verify(source: ModelSource) -> None:
     """Every expected file exists and has its sha256, else one clear ModelAssetError."""
     from models.inpaint.model import sha256_file
@@ -165,9 +177,10 @@ def get_inpainter(source: ModelSource | None = None):
         return model
 
 
-def publish_default(model_dir: Path, purpose: str | None = None) -> Path:
-    """Copy a trained model folder to models/weights/inpaint_default and register its files
-    (path, sha256, bytes) in models/weights/registry.json. -> the shipped folder."""
+def publish_default(model_dir: Path, purpose: str | None = None, name: str = DEFAULT_MODEL) -> Path:
+    """Copy a trained model folder to models/weights/<name> (default: inpaint_default, the
+    pipeline's model) and register its files (path, sha256, bytes) in
+    models/weights/registry.json. -> the shipped folder."""
     import shutil
 
     from models.inpaint.model import CONFIG_NAME, WEIGHT_FILES, sha256_file
@@ -175,8 +188,8 @@ def publish_default(model_dir: Path, purpose: str | None = None) -> Path:
     model_dir = Path(model_dir)
     src = ModelSource("configured", model_dir, json.loads((model_dir / CONFIG_NAME).read_text())["files"])
     verify(src)
-    dest = WEIGHTS_DIR / DEFAULT_MODEL
-    tmp = WEIGHTS_DIR / (DEFAULT_MODEL + ".tmp")
+    dest = WEIGHTS_DIR / name
+    tmp = WEIGHTS_DIR / (name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     for rel in (CONFIG_NAME, *WEIGHT_FILES):
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -184,8 +197,8 @@ def publish_default(model_dir: Path, purpose: str | None = None) -> Path:
     shutil.rmtree(dest, ignore_errors=True)
     tmp.replace(dest)
     reg = read_registry()
-    reg[DEFAULT_MODEL] = {
-        "path": DEFAULT_MODEL,
+    reg[name] = {
+        "path": name,
         "kind": "inpaint",
         "purpose": purpose or ("Default texture-space diffusion inpainting model (diffusers UNet2DModel + DDPM "
                                "scheduler config): fills the texels of the UV texture the photo does not show. "

@@ -72,8 +72,12 @@ def _split(data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train(data_dir: Path, out_dir: Path, cfg: InpaintConfig | None = None, settings: TrainSettings | None = None,
-          progress: Callable[[int, int, float], None] | None = None, command: str = "") -> dict:
-    """Train (or resume) into out_dir; -> summary dict (steps, seconds, final loss, model dir)."""
+          progress: Callable[[int, int, float], None] | None = None, command: str = "",
+          init_from: Path | None = None) -> dict:
+    """Train (or resume) into out_dir; -> summary dict (steps, seconds, final loss, model dir).
+
+    ``init_from``: a model folder (``RUN/model`` or models/weights/inpaint_default) whose
+    weights and architecture a *new* run starts from (fine-tuning); ignored on resume."""
     import torch
     from diffusers.training_utils import EMAModel
 
@@ -84,8 +88,17 @@ def train(data_dir: Path, out_dir: Path, cfg: InpaintConfig | None = None, setti
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     s = settings or TrainSettings()
     ckpt = out_dir / "checkpoint"
-    if (ckpt / "state.pt").exists():
+    resume = (ckpt / "state.pt").exists()
+    if resume:
         cfg = InpaintConfig.from_dict(json.loads((out_dir / "train.json").read_text())["model"])
+        init_from = None
+    elif init_from is not None:
+        from models.inpaint.model import CONFIG_NAME
+
+        init_from = Path(init_from)
+        if not (init_from / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{init_from} is not a model folder (no {CONFIG_NAME})")
+        cfg = InpaintConfig.from_dict(json.loads((init_from / CONFIG_NAME).read_text()))
     cfg = cfg or InpaintConfig()
     pairs_cfg = data_settings(data_dir)
     if pairs_cfg.size != cfg.atlas_size:
@@ -100,11 +113,19 @@ def train(data_dir: Path, out_dir: Path, cfg: InpaintConfig | None = None, setti
     maps = atlas_maps(body, cfg.atlas_size)
     cfg.uv_fingerprint = maps.fingerprint
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "train.json").write_text(json.dumps({"model": asdict(cfg), "train": asdict(s),
-                                                    "data": str(data_dir), "pairs": asdict(pairs_cfg)}, indent=1))
+    record = {"model": asdict(cfg), "train": asdict(s), "data": str(data_dir), "pairs": asdict(pairs_cfg)}
+    if resume:  # keep what the run started from
+        record["init_from"] = json.loads((out_dir / "train.json").read_text()).get("init_from")
+    elif init_from is not None:
+        record["init_from"] = str(init_from)
+    (out_dir / "train.json").write_text(json.dumps(record, indent=1))
 
     torch.manual_seed(s.seed)
     unet = build_unet(cfg)
+    if init_from is not None:
+        from diffusers import UNet2DModel
+
+        unet.load_state_dict(UNet2DModel.from_pretrained(init_from / "unet", local_files_only=True).state_dict())
     ema = EMAModel(unet.parameters(), decay=s.ema_decay, use_ema_warmup=True, power=0.75)
     opt = torch.optim.AdamW(unet.parameters(), lr=s.lr, weight_decay=1e-4)
     sched = build_train_scheduler(cfg)

@@ -40,6 +40,7 @@ from models.fit.camera import Camera, default_intrinsics
 from models.synth import garments as G
 from models.synth import materials as M
 from models.synth import outfit as O
+from models.synth import poses
 from models.synth import scene as S
 from models.synth.body import (  # noqa: F401  (re-exported: the generator's public names)
     COCO_17,
@@ -77,8 +78,8 @@ from models.synth.outfit import (  # noqa: F401  (material and part labels)
 )
 from models.synth.scene import BACKGROUND_KINDS  # noqa: F401
 
-POSE_KINDS = ("apose", "standing", "walking", "gesture")
-GESTURES = ("wave", "arms_up", "t_pose", "point", "hands_on_hips", "hand_to_head")
+POSE_KINDS = poses.POSE_KINDS
+GESTURES = poses.GESTURES
 # (name, azimuth offset from the photo camera in degrees)
 POSED_VIEWS = (("back", 180.0), ("left", 90.0), ("right", -90.0))
 APOSE_VIEWS = (("apose_front", 0.0), ("apose_back", 180.0), ("apose_left", 90.0),
@@ -128,110 +129,8 @@ class SynthGenerator(SynthBody):
         return M.colour(full.reshape(T, T), pal, outfit, rng, outside=outside)
 
     def random_pose(self, rng: np.random.Generator, kind: str | None = None) -> tuple[np.ndarray, dict]:
-        """A plausible pose: A-pose, standing, walking or a gesture. -> (pose [J,3], info)."""
-        from scipy.spatial.transform import Rotation as Rot
-
-        kind = kind or str(rng.choice(POSE_KINDS, p=[0.2, 0.3, 0.25, 0.25]))
-        J = len(self.joint_names)
-        local = np.tile(np.eye(3), (J, 1, 1))
-        info = {"kind": kind}
-        deg = np.radians
-
-        def rv(x=0.0, y=0.0, z=0.0):
-            return Rot.from_rotvec(deg(np.array([x, y, z], float))).as_matrix()
-
-        def unit(*v):
-            v = np.asarray(v, float)
-            return v / np.linalg.norm(v)
-
-        def arm_dir(abduct_deg, forward_deg, side):
-            """Direction of a limb hanging down (0) rotated outward and forward."""
-            a, f = deg(abduct_deg), deg(forward_deg)
-            return unit(side * np.sin(a) * np.cos(f), -np.cos(a) * np.cos(f), np.sin(f))
-
-        # Spine, neck and head: small lean and turns.
-        local[self.jidx["spine03"]] = rv(rng.uniform(-4, 4), rng.uniform(-6, 6), rng.uniform(-3, 3))
-        local[self.jidx["spine01"]] = rv(rng.uniform(-3, 3), rng.uniform(-6, 6), rng.uniform(-2, 2))
-        local[self.jidx["neck01"]] = rv(rng.uniform(-5, 8), rng.uniform(-8, 8), rng.uniform(-4, 4))
-        local[self.jidx["head"]] = rv(rng.uniform(-6, 8), rng.uniform(-12, 12), rng.uniform(-6, 6))
-        targets: dict[str, np.ndarray] = {}
-        sides = (("L", 1.0), ("R", -1.0))
-        if kind == "apose":
-            for s, sign in sides:
-                up = self.rest_dirs[f"upperarm01.{s}"]
-                targets[f"upperarm01.{s}"] = rv(rng.uniform(-8, 8), 0, sign * rng.uniform(-10, 8)) @ up
-                targets[f"lowerarm01.{s}"] = rv(rng.uniform(-10, 5), 0, sign * rng.uniform(-10, 5)) @ self.rest_dirs[f"lowerarm01.{s}"]
-                leg = arm_dir(rng.uniform(4, 12), rng.uniform(-3, 3), sign)
-                targets[f"upperleg01.{s}"] = leg
-                targets[f"lowerleg01.{s}"] = leg
-        elif kind == "standing":
-            bent = rng.integers(2)
-            for k, (s, sign) in enumerate(sides):
-                up = arm_dir(rng.uniform(6, 25), rng.uniform(-8, 12), sign)
-                targets[f"upperarm01.{s}"] = up
-                targets[f"lowerarm01.{s}"] = rv(-rng.uniform(0, 35), 0, 0) @ up
-                thigh = arm_dir(rng.uniform(1, 8), rng.uniform(-3, 8) if k == bent else rng.uniform(-3, 2), sign)
-                targets[f"upperleg01.{s}"] = thigh
-                targets[f"lowerleg01.{s}"] = rv(rng.uniform(3, 14) if k == bent else 0, 0, 0) @ thigh
-        elif kind == "walking":
-            stride = rng.uniform(12, 26)
-            lead = int(rng.integers(2))
-            for k, (s, sign) in enumerate(sides):
-                fwd = stride if k == lead else -0.8 * stride
-                thigh = arm_dir(rng.uniform(1, 5), fwd, sign)
-                targets[f"upperleg01.{s}"] = thigh
-                knee = rng.uniform(0, 8) if k == lead else rng.uniform(12, 35)
-                targets[f"lowerleg01.{s}"] = rv(knee, 0, 0) @ thigh
-                swing = -0.8 * fwd + rng.uniform(-4, 4)
-                up = arm_dir(rng.uniform(6, 15), swing, sign)
-                targets[f"upperarm01.{s}"] = up
-                targets[f"lowerarm01.{s}"] = rv(-rng.uniform(10, 40), 0, 0) @ up
-        else:  # gesture: one or both arms do something, legs stand
-            g = str(rng.choice(GESTURES))
-            info["gesture"] = g
-            active = int(rng.integers(2))
-            for k, (s, sign) in enumerate(sides):
-                up = arm_dir(rng.uniform(8, 22), rng.uniform(-5, 10), sign)
-                fore = rv(-rng.uniform(0, 30), 0, 0) @ up
-                both = g in ("arms_up", "t_pose", "hands_on_hips")
-                if k == active or both:
-                    if g == "wave":
-                        up = arm_dir(rng.uniform(100, 140), rng.uniform(0, 20), sign)
-                        fore = unit(sign * rng.uniform(-0.1, 0.3), 1.0, rng.uniform(0, 0.3))
-                    elif g == "arms_up":
-                        up = arm_dir(rng.uniform(140, 170), rng.uniform(-5, 15), sign)
-                        fore = rv(-rng.uniform(0, 15), 0, 0) @ up
-                    elif g == "t_pose":
-                        up = arm_dir(rng.uniform(80, 100), rng.uniform(-5, 15), sign)
-                        fore = rv(0, 0, sign * rng.uniform(-10, 20)) @ up
-                    elif g == "point":
-                        up = arm_dir(rng.uniform(10, 30), rng.uniform(60, 90), sign)
-                        fore = rv(-rng.uniform(0, 10), 0, 0) @ up
-                    elif g == "hands_on_hips":
-                        up = arm_dir(rng.uniform(30, 45), rng.uniform(-20, -5), sign)
-                        fore = unit(-sign * rng.uniform(0.6, 0.9), -rng.uniform(0.3, 0.6), rng.uniform(-0.1, 0.2))
-                    elif g == "hand_to_head":
-                        up = arm_dir(rng.uniform(60, 90), rng.uniform(10, 40), sign)
-                        fore = unit(-sign * rng.uniform(0.3, 0.6), 1.0, rng.uniform(-0.1, 0.3))
-                targets[f"upperarm01.{s}"] = up
-                targets[f"lowerarm01.{s}"] = fore
-                thigh = arm_dir(rng.uniform(2, 10), rng.uniform(-3, 5), sign)
-                targets[f"upperleg01.{s}"] = thigh
-                targets[f"lowerleg01.{s}"] = rv(rng.uniform(0, 8), 0, 0) @ thigh
-        # Turn target directions into world-aligned local rotations, parents first.
-        G = np.empty((J, 3, 3))
-        for j in range(J):
-            name = self.joint_names[j]
-            p = self.parents[j]
-            Gp = np.eye(3) if p < 0 else G[p]
-            if name in targets:
-                from models.render.rotations import rotation_between
-
-                Gt = rotation_between(self.rest_dirs[name], np.asarray(targets[name], float))
-                local[j] = Gp.T @ Gt
-            G[j] = Gp @ local[j]
-        pose = Rot.from_matrix(local).as_rotvec().astype(np.float32)
-        return pose, info
+        """A plausible pose of one of ``POSE_KINDS`` (models.synth.poses). -> (pose [J,3], info)."""
+        return poses.random_pose(self, rng, kind)
 
     # ---- one sample ---------------------------------------------------------------------------
     def pose_clothed(self, clothed: G.ClothedRest, heads: np.ndarray, pose: np.ndarray):
