@@ -234,8 +234,9 @@ def _drape(b, rng, o: O.Outfit, verts: np.ndarray, texel_labels_full: np.ndarray
         W[k, :, legL] += a * side
         W[k, :, legR] += a * (1 - side)
     # Labels of the drape's texels: the body texel nearest to each (template positions).
-    E = EXTRA_ROWS
-    cols = int(round(DRAPE_U * T))
+    # (looked up on a half-resolution grid, then doubled: the query is most of the cost)
+    E = EXTRA_ROWS // 2
+    cols = int(round(DRAPE_U * T)) // 2
     ui = (np.arange(cols) + 0.5) / cols * (ncol - 1)
     vi = (np.arange(E) + 0.5) / E * (R - 1)
     k0 = np.minimum(vi.astype(int), R - 2)
@@ -245,7 +246,7 @@ def _drape(b, rng, o: O.Outfit, verts: np.ndarray, texel_labels_full: np.ndarray
     p = (vt[k0][:, j0] * (1 - fk) * (1 - fj) + vt[k0 + 1][:, j0] * fk * (1 - fj)
          + vt[k0][:, j0 + 1] * (1 - fk) * fj + vt[k0 + 1][:, j0 + 1] * fk * fj)
     _, near = b.drape_tree.query(p.reshape(-1, 3))
-    lab = texel_labels_full[b.drape_tree_texels[near]].reshape(E, cols)
+    lab = texel_labels_full[b.drape_tree_texels[near]].reshape(E, cols).repeat(2, 0).repeat(2, 1)
     # The drape is cloth: a nearest texel of skin or hair (below a short skirt's hem, long
     # hair) takes the garment's own label; a coat's skirt is all coat.
     if o.coat:

@@ -78,7 +78,7 @@ def colour(labels: np.ndarray, pal: np.ndarray, outfit: O.Outfit, rng: np.random
     mod = np.zeros((R, C), np.float32)
     shift = (2 * int(rng.integers(R // 2)), 2 * int(rng.integers(C // 2)))
     lm = mat[lab]
-    for k in np.unique(lm):
+    for k in np.flatnonzero(np.bincount(lm.ravel(), minlength=len(MATERIALS))):
         sel = lm == k
         mod[sel] = np.roll(fields[k], shift, axis=(0, 1))[sel] * amp[k]
     out = np.clip(pal, 0, 255).astype(np.float32)[lab]
