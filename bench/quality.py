@@ -409,7 +409,8 @@ def score_photo(ctx: Context, path: Path, work: Path) -> dict:
     row["fit_stage_seconds"] = fit.get("stage_seconds", {})
     shape = np.asarray(fit["shape"], np.float32)
     texs, seen = ctx.fills(d, shape)
-    row.update(real_photos.method_figures(ctx, d, shape, texs, seen))
+    skin = real_photos.photo_skin_lab(img, fit["keypoints"][0], mask)
+    row.update(real_photos.method_figures(ctx, d, shape, texs, seen, skin))
     row["_sheet"] = [img, _overlay(img, sil), *real_photos.avatar_views(ctx, d, cam, vs, tex)]
     row["_sheet_labels"] = real_photos.SHEET_LABELS
     row["warnings"] = fit.get("warnings", [])

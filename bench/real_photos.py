@@ -28,12 +28,19 @@ figures per photo and per fill method, all in the 1024 texture atlas:
 
 ``back_head_skin_share``
     Share of the unseen ``head_back`` texels whose CIEDE2000 to the skin colour is below
-    ``SKIN_DE`` (10). Skin colour: the median Lab of the observed face texels (head texels
-    in front of the head joint, between the mouth's and the eyes' heights, within one
-    inter-ocular distance of the eyes' midpoint in x; the mouth's height is taken
-    1.2 inter-ocular distances under the eyes, the eyes being Anny's 'eye.L'/'eye.R'
-    joints). Null when fewer than ``MIN_FACE_TEXELS`` face texels were observed or fewer
-    than ``MIN_TEXELS`` back-of-the-head texels are unseen.
+    ``SKIN_DE`` (10). Skin colour (``skin_lab``, ``skin_source``): the median Lab of the
+    photo's face under the eyes (``photo_skin_lab``: the pixels of the person mask between
+    the eyes' x, from 0.2 eye distances under the eyes down to the nose, from fit.json's
+    keypoints), because the texture's face is only as good as the fit: with a hand on
+    the head (icon_028009) the fitted face texels hold hair and the crown the hand.
+    Without face keypoints: the median Lab of the observed face texels
+    (``texture_skin_lab``: head texels in front of the head joint, on the head's main UV
+    island, from 0.2 to 0.75 inter-ocular distances under the eyes (Anny's
+    'eye.L'/'eye.R' joints; the mouth is ~1.2 under them), within 0.9 of the eyes'
+    midpoint in x: the cheeks under the eyes and the nose; lower down, lips, moustaches
+    and beards darken the median). Null without a skin colour (fewer than
+    ``MIN_PHOTO_FACE_PIXELS`` pixels and ``MIN_FACE_TEXELS`` texels) or with fewer than
+    ``MIN_TEXELS`` unseen back-of-the-head texels. A bald head scores high by right.
 
 ``back_detail_ratio``
     High-frequency energy of the unseen texels over that of the observed texels, on the
@@ -67,10 +74,12 @@ PARTS = ("torso", "upper_arm_l", "upper_arm_r", "lower_arm_l", "lower_arm_r",
 REFERENCE_SIZE = 1024  # texel counts and widths below are for a 1024 atlas
 MIN_TEXELS = 200
 MIN_FACE_TEXELS = 100
+MIN_PHOTO_FACE_PIXELS = 12
 SKIN_DE = 10.0
 DETAIL_SIGMA = 2.0
 DETAIL_ERODE = 3
-MOUTH_BELOW_EYES_IOD = 1.2  # mouth height = eyes' height - 1.2 inter-ocular distances
+FACE_BAND_IOD = (0.2, 0.75)  # skin reference: this many inter-ocular distances under the eyes
+FACE_HALF_WIDTH_IOD = 0.9
 WALK_T = 0.275  # seconds into 'walk': a quarter period (1.1 s), the legs furthest apart
 WALK_YAW_DEG = 35.0  # 3/4 front view
 SHEET_LABELS = ("photo", "fit", "front", "side", "back", "walk")
@@ -217,13 +226,14 @@ def body_regions(body, shape: np.ndarray, tm) -> BodyRegions:
     front = z > head[2]
     parts = {p: cov & (part == labels.index(p)) for p in PARTS if p != "head_back"}
     parts["head_back"] = is_head & ~front
-    mouth_y = eye_c[1] - MOUTH_BELOW_EYES_IOD * iod
-    face = is_head & front & (y >= mouth_y) & (y <= eye_c[1] - 0.1 * iod) & (np.abs(x - eye_c[0]) <= iod)
-    # Only the face's own UV island: not the inside of the mouth (teeth, tongue), which is
-    # skinned to the head too but lies on islands of its own.
+    below = eye_c[1] - y
+    face = (is_head & front & (below >= FACE_BAND_IOD[0] * iod) & (below <= FACE_BAND_IOD[1] * iod)
+            & (np.abs(x - eye_c[0]) <= FACE_HALF_WIDTH_IOD * iod))
+    # Only the head's own UV island (the one with most head texels): not the inside of the
+    # mouth and of the nose, skinned to the head too but on islands of their own.
     _, island = cv2.connectedComponents(cov.astype(np.uint8), connectivity=8)
-    if face.any():
-        face &= island == np.bincount(island[face]).argmax()
+    if is_head.any():
+        face &= island == np.bincount(island[is_head]).argmax()
     # The face region (skin for nearly everyone): the front of the head from the chin to
     # the middle of the forehead, as wide as the face.
     face_region = is_head & front & (y <= eye_c[1] + 1.0 * iod) & (np.abs(x - eye_c[0]) <= 1.3 * iod)
@@ -259,15 +269,48 @@ def back_colour_de(tex: np.ndarray, observed_tex: np.ndarray, observed: np.ndarr
             "back_colour_de_by_part": by_part}
 
 
-def back_head_skin_share(tex: np.ndarray, observed_tex: np.ndarray, observed: np.ndarray, covered: np.ndarray,
-                         regions: BodyRegions, threshold: float = SKIN_DE) -> float | None:
-    """Share of unseen back-of-the-head texels within ``threshold`` CIEDE2000 of the skin."""
-    face = regions.face & observed
-    back = regions.parts["head_back"] & covered & ~observed
-    if face.sum() < _min_texels(regions.size, MIN_FACE_TEXELS) or back.sum() < _min_texels(regions.size):
+def photo_skin_lab(img: np.ndarray, keypoints, mask: np.ndarray | None = None) -> np.ndarray | None:
+    """Median Lab of the photo's face under the eyes: the pixels (inside ``mask``) between
+    the two eyes' x, from 0.2 eye distances under the eyes down to the nose (MediaPipe-33
+    keypoints of fit.json: nose 0, eyes 2 and 5, confidence >= 0.3). None when the
+    keypoints are missing or fewer than ``MIN_PHOTO_FACE_PIXELS`` pixels are left."""
+    kp = np.asarray(keypoints, np.float64)
+    if kp.shape[0] < 6 or min(kp[0, 2], kp[2, 2], kp[5, 2]) < 0.3:
         return None
-    skin = _median_lab(observed_tex, face)
-    return float((ciede2000(srgb_to_lab(tex[back]), skin) < threshold).mean())
+    nose, le, re = kp[0, :2], kp[2, :2], kp[5, :2]
+    d = float(np.linalg.norm(le - re))
+    if d < 3:
+        return None
+    H, W = img.shape[:2]
+    eye_y = (le[1] + re[1]) / 2
+    y0, y1 = eye_y + 0.2 * d, max(nose[1], eye_y + 0.6 * d)
+    x0, x1 = min(le[0], re[0]), max(le[0], re[0])
+    ys, xs = np.mgrid[0:H, 0:W]
+    box = (ys >= y0) & (ys <= y1) & (xs >= x0) & (xs <= x1)
+    if mask is not None:
+        box &= mask.astype(bool)
+    if box.sum() < MIN_PHOTO_FACE_PIXELS:
+        return None
+    return np.median(srgb_to_lab(img[box]), axis=0)
+
+
+def texture_skin_lab(observed_tex: np.ndarray, observed: np.ndarray, regions: BodyRegions) -> np.ndarray | None:
+    """Median Lab of the observed face texels (``regions.face``); None when fewer than
+    ``MIN_FACE_TEXELS``."""
+    face = regions.face & observed
+    if face.sum() < _min_texels(regions.size, MIN_FACE_TEXELS):
+        return None
+    return _median_lab(observed_tex, face)
+
+
+def back_head_skin_share(tex: np.ndarray, skin_lab, observed: np.ndarray, covered: np.ndarray,
+                         regions: BodyRegions, threshold: float = SKIN_DE) -> float | None:
+    """Share of unseen back-of-the-head texels within ``threshold`` CIEDE2000 of the skin
+    colour ``skin_lab`` (None: unknown -> None)."""
+    back = regions.parts["head_back"] & covered & ~observed
+    if skin_lab is None or back.sum() < _min_texels(regions.size):
+        return None
+    return float((ciede2000(srgb_to_lab(tex[back]), np.asarray(skin_lab)) < threshold).mean())
 
 
 def back_detail_ratio(tex: np.ndarray, observed: np.ndarray, covered: np.ndarray, region: np.ndarray,
@@ -296,24 +339,32 @@ def back_detail_ratio(tex: np.ndarray, observed: np.ndarray, covered: np.ndarray
 
 
 def texture_figures(tex: np.ndarray, observed_tex: np.ndarray, observed: np.ndarray, covered: np.ndarray,
-                    regions: BodyRegions) -> dict:
+                    regions: BodyRegions, skin_lab=None) -> dict:
     """The figures of one method's texture (uint8 [T,T,3])."""
     out = back_colour_de(tex, observed_tex, observed, covered, regions)
-    out["back_head_skin_share"] = back_head_skin_share(tex, observed_tex, observed, covered, regions)
+    out["back_head_skin_share"] = back_head_skin_share(tex, skin_lab, observed, covered, regions)
     out["back_detail_ratio"] = back_detail_ratio(tex, observed, covered, regions.limbs_and_torso)
     return out
 
 
-def method_figures(ctx, avatar_dir: Path, shape: np.ndarray, texs: dict, seen: np.ndarray) -> dict:
-    """``photos[NAME]`` entries: ``methods`` (figures per method of ``ctx.fills``) and the
-    pipeline's figures at the top level."""
+def method_figures(ctx, avatar_dir: Path, shape: np.ndarray, texs: dict, seen: np.ndarray,
+                   photo_skin: np.ndarray | None = None) -> dict:
+    """``photos[NAME]`` entries: ``methods`` (figures per method of ``ctx.fills``), the
+    pipeline's figures at the top level, and the skin colour used (``skin_lab``,
+    ``skin_source``: ``photo_skin`` when given, else the texture's face band)."""
     from PIL import Image
 
     with Image.open(Path(avatar_dir) / "texture" / "observed.png") as im:
         observed_tex = np.asarray(im.convert("RGB")).copy()
     regions = body_regions(ctx.body, shape, ctx.tm)
-    methods = {name: texture_figures(v[0], observed_tex, seen, ctx.tm.covered, regions) for name, v in texs.items()}
-    return {**methods.get("pipeline", {}), "methods": methods}
+    skin, source = photo_skin, "photo"
+    if skin is None:
+        skin, source = texture_skin_lab(observed_tex, seen, regions), "texture"
+    methods = {name: texture_figures(v[0], observed_tex, seen, ctx.tm.covered, regions, skin)
+               for name, v in texs.items()}
+    return {**methods.get("pipeline", {}), "methods": methods,
+            "skin_lab": None if skin is None else [round(float(c), 2) for c in skin],
+            "skin_source": None if skin is None else source}
 
 
 # ---- running a photo --------------------------------------------------------------------------

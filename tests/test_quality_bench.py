@@ -212,12 +212,29 @@ def test_back_head_skin_share():
     tex[regions.face] = skin
     back = regions.parts["head_back"]
     tex[back] = hair
-    assert rp.back_head_skin_share(tex, tex, observed, covered, regions) == 0.0
+    skin_lab = rp.texture_skin_lab(tex, observed, regions)
+    np.testing.assert_allclose(skin_lab, rp.srgb_to_lab(np.array(skin, np.uint8)), atol=1e-6)
+    assert rp.back_head_skin_share(tex, skin_lab, observed, covered, regions) == 0.0
     xs = np.nonzero(back)[1]
     tex[back & (np.arange(128)[None, :] < np.median(xs))] = (220, 178, 152)  # half: a face-like colour
-    share = rp.back_head_skin_share(tex, tex, observed, covered, regions)
+    share = rp.back_head_skin_share(tex, skin_lab, observed, covered, regions)
     assert 0.4 < share < 0.6
-    assert rp.back_head_skin_share(tex, tex, observed & ~regions.face, covered, regions) is None  # no face seen
+    assert rp.texture_skin_lab(tex, observed & ~regions.face, regions) is None  # no face seen
+    assert rp.back_head_skin_share(tex, None, observed, covered, regions) is None
+
+
+def test_photo_skin_lab_reads_the_face_under_the_eyes():
+    rp = _real_photos()
+    img = np.full((100, 100, 3), 30, np.uint8)  # dark hair everywhere...
+    img[45:56, 40:61] = (225, 180, 150)  # ...but the cheeks and the nose
+    kp = np.zeros((33, 3), np.float32)
+    kp[0] = (50, 55, 1)  # nose
+    kp[2], kp[5] = (60, 42, 1), (40, 42, 1)  # eyes: 20 px apart
+    lab = rp.photo_skin_lab(img, kp)
+    np.testing.assert_allclose(lab, rp.srgb_to_lab(np.array((225, 180, 150), np.uint8)), atol=1e-6)
+    assert rp.photo_skin_lab(img, kp, mask=np.zeros((100, 100), bool)) is None
+    kp[2, 2] = 0  # an eye not seen
+    assert rp.photo_skin_lab(img, kp) is None
 
 
 def test_back_detail_ratio_flat_vs_noisy():
@@ -301,4 +318,5 @@ def test_score_photo_on_a_synthetic_photo(tmp_path):
         assert m["back_colour_de_median"] is not None and 0 <= m["back_colour_de_median"] < 100
     assert row["back_colour_de_median"] == row["methods"]["pipeline"]["back_colour_de_median"]
     assert row["uploads"] == [] and len(row["_sheet"]) == 6 == len(row["_sheet_labels"])
+    assert row["skin_source"] in ("photo", "texture") and len(row["skin_lab"]) == 3
     assert all(im is not None and im.ndim == 3 for im in row["_sheet"])
