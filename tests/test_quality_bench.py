@@ -49,7 +49,11 @@ def test_quality_bench_schema_and_ranges(tmp_path):
             assert m[k] > 0, (name, k)
         assert 0 <= m["kp_err_pct_median"] < 15 and 0 <= m["shape_err_median"] <= 1
     pipe = res["methods"]["pipeline"]
-    assert pipe["fit_iou_median"] > 0.6
+    assert pipe["fit_iou_median"] > 0.6 and pipe["fit_iou_clothed_median"] == pipe["fit_iou_median"]
+    assert set(pipe["fit_iou_clothed_by_pose"]) == {r["pose_kind"] for r in res["per_sample"]}
+    for k in ("side_view_psnr", "back_view_psnr_whole", "side_view_psnr_whole"):
+        assert 5.0 < pipe[k] < 60.0, k
+    assert 0 < pipe["side_view_ssim"] <= 1 and res["people"] == "clothed"
     # fit figures are shared; the textures differ only where the photo did not look
     assert res["methods"]["baseline_mean"]["fit_iou_median"] == pipe["fit_iou_median"]
     assert abs(res["methods"]["baseline_mean"]["same_view_psnr"] - pipe["same_view_psnr"]) < 3
@@ -97,21 +101,27 @@ def test_targets_compare_the_figures_with_the_bars():
     result = {
         "methods": {
             "pipeline": {"fit_iou_median": 0.93, "kp_err_pct_median": 2.5, "fit_seconds_median": 3.0,
-                         "detect_seconds_median": 0.1, "shape_err_joint": 0.1, "shape_err_single_median": 0.12},
+                         "detect_seconds_median": 0.1, "shape_err_joint": 0.1, "shape_err_single_median": 0.12,
+                         "fit_iou_clothed_by_pose": {"standing": 0.93, "jumping": 0.89}, "failures": 1},
             "diffusion": {"back_view_psnr": 16.0, "back_view_ssim": 0.80, "same_view_psnr_on_avatar": 30.0,
                           "inpaint_seconds_median": 1.0, "inpaint_steps": 20},
             "classical": {"back_view_psnr": 15.5, "back_view_ssim": 0.79},
         },
         "photos": {},
+        "samples": 50,
     }
     got = {t["name"].split(" (")[0]: t["ok"] for t in q.targets(result)}
-    assert got["pipeline fit_iou_median"] is True
+    assert got["pipeline fit_iou_clothed_by_pose"] is True  # every kind >= 0.88
+    assert got["pipeline failures"] is True  # 1 in 50
     assert got["pipeline kp_err_pct_median"] is False  # 2.5 % > 2 %
     assert got["photos pifu_ryota.png fit_iou"] is None  # no such photo in this run
     assert got["pipeline shape_err_joint"] is True
-    assert got["diffusion back_view_psnr"] is False  # only +0.5 dB
+    assert got["diffusion back_view_psnr"] is False  # only +0.5 dB (bar +1.5)
     assert got["diffusion back_view_ssim"] is True
     assert got["diffusion inpaint_seconds_median"] is True
+    result["methods"]["pipeline"]["fit_iou_clothed_by_pose"]["kneeling"] = 0.80
+    got = {t["name"].split(" (")[0]: t["ok"] for t in q.targets(result)}
+    assert got["pipeline fit_iou_clothed_by_pose"] is False
     del result["methods"]["diffusion"]  # no model: nothing to judge, not a pass
     got = {t["name"].split(" (")[0]: t["ok"] for t in q.targets(result)}
     assert got["diffusion back_view_psnr"] is None and got["diffusion inpaint_seconds_median"] is None
