@@ -161,7 +161,13 @@ def _ellipses(b, verts: np.ndarray, ys_tmpl: np.ndarray, margin: np.ndarray, fla
     out = np.zeros((len(ys_tmpl), 4), np.float32)
     prev_a = prev_b = 0.0
     for k, y in enumerate(ys_tmpl):
-        sel = body & (np.abs(tv[:, 1] - y) < 0.02)
+        for half in (0.02, 0.04, 0.08, 0.16):  # a thin slab, wider where the body is sparse
+            sel = body & (np.abs(tv[:, 1] - y) < half)
+            if sel.sum() >= 8:
+                break
+        if sel.sum() < 8:  # nothing near this height: keep the ring above
+            out[k] = out[k - 1] if k else (float(y), 0.0, 0.15, 0.12)
+            continue
         p = verts[sel]
         cy = float(p[:, 1].mean())
         x0, x1 = p[:, 0].min(), p[:, 0].max()
