@@ -366,23 +366,29 @@ def render(bundle: Path, motion: str, out_path: Path, size: int, fps: int, frame
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Sample i gets the seed SEED + i.")
 @click.option("--size", type=click.IntRange(64, 2048), default=512, show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Processes (each also writes files in a second thread).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes (each also writes files in a second thread); default: the cores, at most 2.")
+@click.option("--set", "people", type=click.Choice(["clothed", "tight"]), default="clothed", show_default=True,
+              help="clothed: clothes and hair as geometry; tight: the older skin-tight people (painted clothes).")
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write a contact sheet PNG of the first 8 samples.")
+              help="Also write a contact sheet PNG of the first samples.")
+@click.option("--sheet-rows", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Samples on the contact sheet.")
 @click.option("-o", "--out", "out_dir", required=True,
               type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
 @friendly_errors
-def synth(n: int, seed: int, size: int, workers: int, sheet: Path | None, out_dir: Path) -> None:
+def synth(n: int, seed: int, size: int, workers: int | None, people: str, sheet: Path | None, sheet_rows: int,
+          out_dir: Path) -> None:
     """Write N synthetic people with ground truth to DIR/00000, DIR/00001, ..."""
-    from models.synth.generator import contact_sheet, get_generator, write_dataset
+    from models.synth.generator import contact_sheet, default_workers, get_generator, write_dataset
 
-    stats = write_dataset(out_dir, n, seed=seed, size=size, workers=workers)
+    clothed = people == "clothed"
+    stats = write_dataset(out_dir, n, seed=seed, size=size, workers=workers or default_workers(), clothed=clothed)
     click.echo(f"{n} samples in {out_dir}: {stats['samples_per_s']:.2f} samples/s "
-               f"({stats['seconds']:.1f} s with {stats['setup_s']:.1f} s set-up)")
+               f"({stats['seconds']:.1f} s with {stats['setup_s']:.1f} s set-up, {stats['workers']} workers)")
     if sheet is not None:
-        gen = get_generator(size)
-        click.echo(str(contact_sheet([gen.sample(seed + i) for i in range(min(n, 8))], sheet)))
+        gen = get_generator(size, clothed=clothed)
+        click.echo(str(contact_sheet([gen.sample(seed + i) for i in range(min(n, sheet_rows))], sheet)))
 
 
 @main.group(name="train")

@@ -178,12 +178,12 @@ def _generate_and_write(gen, out_dir: Path, indices, seed: int, progress=None) -
 def _worker_range(args) -> float:
     from models.synth.generator import get_generator
 
-    out, indices, seed, size = args
-    return _generate_and_write(get_generator(size), Path(out), indices, seed)
+    out, indices, seed, size, clothed = args
+    return _generate_and_write(get_generator(size, clothed=clothed), Path(out), indices, seed)
 
 
 def write_dataset(out_dir: Path, n: int, seed: int = 0, size: int = 512, workers: int = 1,
-                  progress=None) -> dict:
+                  progress=None, clothed: bool = True) -> dict:
     """Write n samples to out_dir/00000 ... with seeds seed, seed+1, ...; returns timings.
 
     ``samples_per_s`` counts generating and writing the samples, after the one-off set-up
@@ -197,7 +197,7 @@ def write_dataset(out_dir: Path, n: int, seed: int = 0, size: int = 512, workers
     t0 = time.perf_counter()
     workers = max(1, min(int(workers), n)) if n else 1
     if workers == 1:
-        gen = get_generator(size)
+        gen = get_generator(size, clothed=clothed)
         setup = time.perf_counter() - t0
         work = _generate_and_write(gen, out_dir, range(n), seed, progress)
     else:
@@ -206,12 +206,12 @@ def write_dataset(out_dir: Path, n: int, seed: int = 0, size: int = 512, workers
 
         chunks = [c for c in np.array_split(np.arange(n), workers) if len(c)]
         ctx = mp.get_context("spawn")  # torch and numba do not like fork
-        with ProcessPoolExecutor(len(chunks), mp_context=ctx, initializer=get_generator,
-                                 initargs=(size,)) as pool:
+        with ProcessPoolExecutor(len(chunks), mp_context=ctx, initializer=_init_worker,
+                                 initargs=(size, clothed)) as pool:
             # set-up: every worker loads the body model before the timed work starts
             list(pool.map(_ready, range(len(chunks))))
             setup = time.perf_counter() - t0
-            futures = [pool.submit(_worker_range, (str(out_dir), c.tolist(), seed, size)) for c in chunks]
+            futures = [pool.submit(_worker_range, (str(out_dir), c.tolist(), seed, size, clothed)) for c in chunks]
             times = []
             for k, f in enumerate(futures):
                 times.append(f.result())
@@ -220,11 +220,17 @@ def write_dataset(out_dir: Path, n: int, seed: int = 0, size: int = 512, workers
         work = max(times)
     rate = n / work if work > 0 else float("inf")
     total = time.perf_counter() - t0
-    stats = {"samples": n, "seed": seed, "size": size, "workers": workers, "setup_s": round(setup, 3),
+    stats = {"samples": n, "seed": seed, "size": size, "workers": workers, "clothed": clothed, "setup_s": round(setup, 3),
              "seconds": round(total, 3), "samples_per_s": round(rate, 3),
              "samples_per_s_total": round(n / total, 3) if total > 0 else None}
     (out_dir / "synth.json").write_text(json.dumps(stats, indent=1))
     return stats
+
+
+def _init_worker(size: int, clothed: bool) -> None:
+    from models.synth.generator import get_generator
+
+    get_generator(size, clothed=clothed)
 
 
 def _ready(_: int) -> bool:
