@@ -15,6 +15,8 @@ is scored against its ground truth:
   the fitted body (shape, pose, camera from fit.json) against the ground-truth person mask
   (the clothed person's); ``fit_iou_clothed_by_pose``: its median per pose kind
   (``samples_by_pose`` says how many); ``failures`` and ``failure_codes`` (seed -> code);
+  ``gt_body_iou_median`` / ``_by_pose``: the true body (shape, pose, camera) against the
+  same mask, the ceiling of any fit of the body alone (clothes and hair stand off it);
 - ``kp_err_pct_median``: mean 2D distance between the fitted body's MediaPipe-33 landmarks
   (projected with the fitted camera) and the ground-truth projected landmarks, over the
   landmarks visible in the ground truth, in % of the person's height in pixels;
@@ -334,6 +336,9 @@ def score_sample(ctx: Context, seed: int, work: Path) -> dict:
     # fit: the avatar's silhouette against the (clothed) person mask
     rast = gen.render(vs, cam, np.zeros((4, 4, 3), np.uint8), antialias=False)[1]
     row["fit_iou"] = iou(rast, s.mask)
+    gt_vs = gen.posed_split_vertices(s.shape, s.pose)
+    # the ceiling of a body-only fit: the true body (shape, pose, camera) against the mask
+    row["gt_body_iou"] = iou(gen.render(gt_vs, s.camera, np.zeros((4, 4, 3), np.uint8), antialias=False)[1], s.mask)
     kp = ctx.landmarks_2d(verts, joints, cam)
     vis = s.keypoints_mp33[:, 2] > 0
     err = np.linalg.norm(kp[vis] - s.keypoints_mp33[vis, :2], axis=1)
@@ -349,7 +354,6 @@ def score_sample(ctx: Context, seed: int, work: Path) -> dict:
     texs, seen = ctx.fills(d, np.asarray(fit["shape"], np.float32))
     unseen = ctx.tm.covered & ~seen
     back = s.views["back"]
-    gt_vs = gen.posed_split_vertices(s.shape, s.pose)
     row["methods"] = {}
     images = {}
     quality = json.loads((d / "quality.json").read_text())
@@ -536,6 +540,8 @@ def summarize(rows: list[dict]) -> dict:
         "fit_iou_clothed_by_pose": {k: _median(r["fit_iou"] for r in ok if r.get("clothed") and r["pose_kind"] == k)
                                     for k in kinds},
         "samples_by_pose": {k: sum(r.get("pose_kind") == k for r in rows) for k in kinds},
+        "gt_body_iou_median": _median(r["gt_body_iou"] for r in ok),
+        "gt_body_iou_by_pose": {k: _median(r["gt_body_iou"] for r in ok if r["pose_kind"] == k) for k in kinds},
         "failure_codes": {str(r["seed"]): r["error"] for r in rows if "error" in r},
         "kp_err_pct_median": _median(r["kp_err_pct"] for r in ok),
         "detector_kp_err_pct_median": _median(r["detector_kp_err_pct"] for r in ok),
