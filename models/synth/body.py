@@ -156,15 +156,7 @@ class SynthBody:
         self.tx, self.ty, self.tz = (np.ascontiguousarray(pos[:, k]) for k in range(3))
         H0 = self.heads0
         # Position along the arm (0 shoulder .. 1 wrist) and the leg (0 hip .. 1 ankle).
-        self.t_arm = np.full(len(pos), -1.0, np.float32)
-        self.t_leg = np.full(len(pos), -1.0, np.float32)
-        for s in ("L", "R"):
-            arm = np.isin(self.t_part, [_P[f"upperarm.{s}"], _P[f"lowerarm.{s}"], _P[f"hand.{s}"]])
-            a, b = H0[f"upperarm01.{s}"], H0[f"wrist.{s}"]
-            self.t_arm[arm] = ((pos[arm] - a) @ (b - a)) / float((b - a) @ (b - a))
-            leg = np.isin(self.t_part, [_P[f"upperleg.{s}"], _P[f"lowerleg.{s}"], _P[f"foot.{s}"]])
-            a, b = H0[f"upperleg01.{s}"], H0[f"foot.{s}"]
-            self.t_leg[leg] = ((pos[leg] - a) @ (b - a)) / float((b - a) @ (b - a))
+        self.t_arm, self.t_leg = self._limb_params(pos, self.t_part)
         self.is_arm = self.t_arm >= -0.5
         self.is_leg = self.t_leg >= -0.5
         self.is_hand = np.isin(self.t_part, [_P["hand.L"], _P["hand.R"]])
@@ -194,16 +186,7 @@ class SynthBody:
         self.gut_dst = np.flatnonzero(gut.reshape(-1))
         self.gut_src = (iy * T + ix).reshape(-1)[self.gut_dst]
         # The same anatomy per model vertex (the clothed surface is built on vertices).
-        tv = self.tmpl_v
-        self.v_t_arm = np.full(V, -1.0, np.float32)
-        self.v_t_leg = np.full(V, -1.0, np.float32)
-        for s in ("L", "R"):
-            arm = np.isin(self.vpart, [_P[f"upperarm.{s}"], _P[f"lowerarm.{s}"], _P[f"hand.{s}"]])
-            a, b = H0[f"upperarm01.{s}"], H0[f"wrist.{s}"]
-            self.v_t_arm[arm] = ((tv[arm] - a) @ (b - a)) / float((b - a) @ (b - a))
-            leg = np.isin(self.vpart, [_P[f"upperleg.{s}"], _P[f"lowerleg.{s}"], _P[f"foot.{s}"]])
-            a, b = H0[f"upperleg01.{s}"], H0[f"foot.{s}"]
-            self.v_t_leg[leg] = ((tv[leg] - a) @ (b - a)) / float((b - a) @ (b - a))
+        self.v_t_arm, self.v_t_leg = self._limb_params(self.tmpl_v, self.vpart)
         # Drapes (skirts, coats) copy the label of the trunk or leg texel nearest to them.
         from scipy.spatial import cKDTree
 
@@ -225,6 +208,21 @@ class SynthBody:
         self.vertex_texel = (np.clip((uv[:, 1] * T).astype(np.int64), 0, T - 1) * T
                              + np.clip((uv[:, 0] * T).astype(np.int64), 0, T - 1))
         self.vertex_first_split = first
+
+    def _limb_params(self, pos: np.ndarray, part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Position of points along their arm (0 shoulder .. 1 wrist) and leg (0 hip .. 1
+        ankle) on the template, -1 off the limbs. -> (t_arm, t_leg) float32 [N]."""
+        H0 = self.heads0
+        out = []
+        for limb, first, last, parts in (("arm", "upperarm01", "wrist", ("upperarm", "lowerarm", "hand")),
+                                          ("leg", "upperleg01", "foot", ("upperleg", "lowerleg", "foot"))):
+            t = np.full(len(pos), -1.0, np.float32)
+            for s in ("L", "R"):
+                sel = np.isin(part, [_P[f"{p}.{s}"] for p in parts])
+                a, b = H0[f"{first}.{s}"], H0[f"{last}.{s}"]
+                t[sel] = ((pos[sel] - a) @ (b - a)) / float((b - a) @ (b - a))
+            out.append(t)
+        return out[0], out[1]
 
     # ---- body ------------------------------------------------------------------------------
     def _face_landmarks(self) -> dict[str, tuple[str, int]]:
