@@ -79,6 +79,33 @@ def test_several_people_use_the_largest_with_a_warning_or_fail_when_strict(peopl
     assert err.value.code == "multiple_people"
 
 
+def test_an_upside_down_phantom_beside_the_person_is_no_other_person(people, monkeypatch):
+    """In the strips beside a person Pose can follow a phantom in background shapes, taller
+    than the person and upside down; it must neither replace the person nor count as one."""
+    from models.detect import mediapipe_detector as mpd
+
+    s = people[0]
+    img = np.pad(s.image, ((0, 0), (144, 144), (0, 0)), mode="edge")  # room beside the person
+    real = mpd._run_pose
+
+    def run(image):
+        if image.shape[1] == img.shape[1]:
+            return real(image)
+        kp = np.zeros((33, 3), np.float32)  # the side strips: a tall upside-down "person"
+        kp[:, 0], kp[:, 1], kp[:, 2] = 40.0, np.linspace(480, 30, 33), 0.9
+        kp[[MP["left_shoulder"], MP["right_shoulder"]], 1] = 400.0
+        kp[[MP["left_hip"], MP["right_hip"]], 1] = 250.0
+        mask = np.zeros(image.shape[:2], np.float32)
+        mask[10:505, 10:70] = 1.0
+        return Detection(keypoints=kp, mask=mask)
+
+    monkeypatch.setattr(mpd, "_run_pose", run)
+    det = mpd.detect_person(img)
+    assert "multiple_people" not in det.warnings
+    truth = np.pad(s.mask, ((0, 0), (144, 144)))
+    assert _iou(det.mask > 0.5, truth) > 0.85
+
+
 def test_small_cut_off_and_blurry_photos_are_flagged(people):
     import cv2
 

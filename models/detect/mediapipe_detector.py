@@ -29,6 +29,10 @@ MIN_VISIBLE_LANDMARKS = 8
 MIN_MASK_PIXELS = 500
 OTHER_PERSON_MIN_HEIGHT = 0.3  # another person counts when at least this share of the first's height
 MIN_SIDE_WIDTH = 0.12  # image width share left beside the person worth searching
+# Another person counts only with a torso seen within this of upright: in the strips beside
+# a person Pose can follow a phantom in background shapes (often upside down), which would
+# otherwise replace a real person with spread limbs (a star jump, a side kick).
+UPRIGHT_TILT_DEG = 60.0
 
 
 def _get_pose():
@@ -103,6 +107,9 @@ def _other_person(image: np.ndarray, first: Detection) -> Detection | None:
     other = Detection(keypoints=kp, mask=mask)
     if other.person_height_px() < OTHER_PERSON_MIN_HEIGHT * first.person_height_px():
         return None
+    tilt = _torso_tilt_deg(other)
+    if tilt is None or tilt > UPRIGHT_TILT_DEG:
+        return None
     return other
 
 
@@ -118,6 +125,16 @@ def _alone(image: np.ndarray, keep: Detection, drop: Detection) -> Detection:
     if det is None or abs(det.person_height_px() - keep.person_height_px()) > 0.2 * keep.person_height_px():
         return keep
     return det
+
+
+def _torso_tilt_deg(det: Detection) -> float | None:
+    """Degrees between the torso (hips to shoulders) and upright; None when not seen."""
+    kp = det.keypoints
+    idx = [11, 12, 23, 24]  # MediaPipe-33 shoulders and hips
+    if kp[idx, 2].min() < MIN_VISIBILITY:
+        return None
+    down = kp[idx[2:], :2].mean(0) - kp[idx[:2], :2].mean(0)  # image y grows downwards
+    return float(np.degrees(np.arctan2(abs(down[0]), down[1]))) if np.linalg.norm(down) > 1e-6 else None
 
 
 def detect_person(image: np.ndarray, strict: bool = False, look_for_others: bool = True) -> Detection:
