@@ -456,8 +456,8 @@ def summarize_photos(photos: dict[str, dict]) -> dict:
     if not photos:
         return {}
     ok = {k: r for k, r in photos.items() if "error" not in r}
-    names = [m for m in ("pipeline", "diffusion", "classical", "baseline_mean", "baseline_mirror")
-             if any(m in r.get("methods", {}) for r in ok.values())]
+    seen = [m for r in ok.values() for m in r.get("methods", {})]
+    names = list(dict.fromkeys(seen))  # every method the photos were scored with, in order
     return {
         "real_fit_success_rate": len(ok) / len(photos),
         "real_fit_errors": {k: r["error"] for k, r in photos.items() if "error" in r},
@@ -480,8 +480,11 @@ def target_rows(result: dict) -> list[dict]:
               if isinstance(r, dict) and r.get("back_head_skin_share") is not None]
     share = max(shares) if shares else None
     ratio = (result.get("real_methods") or {}).get("pipeline", {}).get("back_detail_ratio")
+    prev = (result.get("real_methods") or {}).get("diffusion_tight64", {}).get("back_colour_de_median")
     return [
         row("real_back_colour_de_median", de, "<= 12", de is not None and de <= 12),
+        row("real_back_colour_de_median vs the model before retraining", de, f"< diffusion_tight64 ({prev})",
+            de is not None and prev is not None and de < prev),
         row("photos.*.back_head_skin_share max", share, "<= 0.05", share is not None and share <= 0.05),
         row("real pipeline back_detail_ratio median", ratio, "in [0.5, 1.5] (info)",
             ratio is not None and 0.5 <= ratio <= 1.5),
