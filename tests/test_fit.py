@@ -111,7 +111,7 @@ def test_silhouette_stage_fits_the_mask_better_than_keypoints_alone(body, gen):
 def test_raised_arms_get_a_second_start(body, gen, monkeypatch):
     import models.fit.fit_body as fit_module
 
-    s = gen.sample(1_000_000, views=False)  # arms up: from the rest pose the fit gets stuck
+    s = gen.sample(5_000_019, views=False, pose_kind="gesture")  # arms up: from the rest pose the fit gets stuck
     assert s.meta["pose_kind"].get("gesture") == "arms_up"
     det = Detection(keypoints=s.keypoints_mp33, mask=s.mask.astype(np.float32))
     init = fit_module._raised_arms_pose([det], _kinematics(body, FitConfig().vertex_spacing_m))
@@ -124,16 +124,17 @@ def test_raised_arms_get_a_second_start(body, gen, monkeypatch):
     assert two_starts.keypoint_error_pct[0] < 2.0
     assert _iou(body, two_starts, 0, s.mask) > _iou(body, one_start, 0, s.mask) + 0.05
     kin = _kinematics(body, FitConfig().vertex_spacing_m)
-    standing = gen.sample(5_000_001, views=False)  # arms down: no second start
+    standing = gen.sample(5_000_001, views=False, pose_kind="standing")  # arms down: no second start
     assert fit_module._raised_arms_pose([Detection(keypoints=standing.keypoints_mp33, mask=standing.mask)], kin) is None
-    wave = gen.sample(5_000_003, views=False)  # one hand up: that arm only (the right: -z)
+    wave = gen.sample(5_000_025, views=False, pose_kind="gesture")  # one hand up: that arm only (the right: -z)
+    assert wave.meta["pose_kind"].get("gesture") == "wave"
     init = fit_module._raised_arms_pose([Detection(keypoints=wave.keypoints_mp33, mask=wave.mask)], kin)
     assert init is not None and np.count_nonzero(init) == 1
     assert init[0, kin.fit_joints.index("upperarm01.R"), 2] < 0
 
 
 def test_warm_start_from_the_truth_stays_there(body, gen):
-    s = gen.sample(5_000_002, views=False)
+    s = gen.sample(5_000_002, views=False, clothed=False)  # the mask is the body's
     det = Detection(keypoints=s.keypoints_mp33, mask=s.mask.astype(np.float32))
     truth = BodyFit(shape=s.shape, poses=s.pose[None], cameras=[s.camera], keypoint_error_pct=[0.0])
     fit = fit_body(body, [det], iterations=(0, 0, 40), start=truth, intrinsics=[s.camera.K],
@@ -145,7 +146,7 @@ def test_warm_start_from_the_truth_stays_there(body, gen):
 @pytest.mark.slow
 def test_three_photos_of_one_person_share_one_shape(body, gen):
     shape = gen.random_shape(np.random.default_rng(7))
-    samples = [gen.sample(5_000_100 + k, views=False, shape=shape) for k in range(3)]
+    samples = [gen.sample(5_000_110 + k, views=False, shape=shape, clothed=False) for k in range(3)]
     assert all(np.array_equal(s.shape, shape) for s in samples)
     dets = [Detection(keypoints=s.keypoints_mp33, mask=s.mask.astype(np.float32)) for s in samples]
     joint = fit_body(body, dets)
