@@ -133,6 +133,29 @@ def test_raised_arms_get_a_second_start(body, gen, monkeypatch):
     assert init[0, kin.fit_joints.index("upperarm01.R"), 2] < 0
 
 
+def test_legs_off_the_ground_get_a_lifted_start(body, gen, monkeypatch):
+    import models.fit.fit_body as fit_module
+
+    # Crouching: the thighs point at the camera and look short; from legs hanging down the
+    # fit pulls the knees sideways and stays there.
+    s = gen.sample(5_000_000, views=False, pose_kind="crouching", clothed=False)
+    det = Detection(keypoints=s.keypoints_mp33, mask=s.mask.astype(np.float32))
+    monkeypatch.setattr(fit_module, "LEG_RETRY_ERROR_PCT", 1e9)
+    one_start = fit_body(body, [det])
+    monkeypatch.undo()
+    assert fit_module._lifted_legs_start(one_start, [det], _kinematics(body, FitConfig().vertex_spacing_m)) is not None
+    two_starts = fit_body(body, [det])
+    iou_one, iou_two = _iou(body, one_start, 0, s.mask), _iou(body, two_starts, 0, s.mask)
+    assert iou_one < 0.8 and iou_two > 0.85 and iou_two > iou_one + 0.08, (iou_one, iou_two)
+    assert two_starts.keypoint_error_pct[0] < one_start.keypoint_error_pct[0]
+    # the lifted knees bend the right way (the shin goes back from the thigh's line)
+    kin = _kinematics(body, FitConfig().vertex_spacing_m)
+    for knee in ("lowerleg01.L", "lowerleg01.R"):
+        k = kin.fit_joints.index(knee)
+        flex = float(torch.as_tensor(two_starts.poses[0, kin.fit_idx[k]]) @ kin.prior.hinge[k])
+        assert flex > 0.5, (knee, flex)
+
+
 def test_warm_start_from_the_truth_stays_there(body, gen):
     s = gen.sample(5_000_002, views=False, clothed=False)  # the mask is the body's
     det = Detection(keypoints=s.keypoints_mp33, mask=s.mask.astype(np.float32))

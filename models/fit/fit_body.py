@@ -14,7 +14,11 @@ Energy (all image distances in units of the person's height in pixels):
   twist, closeness to the rest pose, and a shape prior.
 
 Schedule: (1) global orientation and translation from the torso keypoints, (2) pose and
-shape from all keypoints, (3) everything with the silhouette terms.
+shape from all keypoints, (3) everything with the silhouette terms. Where (1)-(2) from the
+rest pose are known to get stuck, a second start runs them again and the one closer to the
+keypoints goes on to (3): arms up (a wrist above its shoulder) start raised; legs whose
+knee or ankle was missed (a thigh pointing at the camera: sitting, kneeling, crouching,
+jumping, kicking) start lifted from their keypoints with the first fit's camera.
 
 Speed: only the fit joints rotate, so every other joint moves rigidly with its nearest
 fit-joint ancestor; forward kinematics runs over those few joints, and skinning blends
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Callable
 
@@ -280,22 +284,50 @@ def fit_body(body, detections: list[Detection], progress: Callable[[float], None
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: extra threads only add overhead (10x on a busy CPU)
     try:
-        fit = _fit(body, detections, progress, intrinsics, cfg, start)
-        raised = None if start is not None else _raised_arms_pose(detections, _kinematics(body, cfg.vertex_spacing_m))
-        if raised is not None and max(fit.keypoint_error_pct) > RETRY_KEYPOINT_ERROR_PCT:
-            # From the rest pose (arms down) the optimizer can get stuck on a raised arm
-            # (the arm swings up through the body, or the elbow folds): start once more with
-            # those arms already up, keep the better fit.
-            second = _fit(body, detections, None, intrinsics, cfg, None, init_pose=raised)
-            if sum(second.keypoint_error_pct) < sum(fit.keypoint_error_pct):
-                second.warnings = sorted(set(second.warnings) | set(fit.warnings))
-                second.seconds += fit.seconds
-                fit = second
-            else:
-                fit.seconds += second.seconds
-        return fit
+        if start is not None:
+            return _fit(body, detections, progress, intrinsics, cfg, start)
+        return _fit_with_restarts(body, detections, progress, intrinsics, cfg)
     finally:
         torch.set_num_threads(threads)
+
+
+def _fit_with_restarts(body, detections, progress, intrinsics, cfg: FitConfig) -> BodyFit:
+    """The schedule from the rest pose, with second starts where it is known to get stuck.
+
+    The camera and pose stages run first; a second start (camera and pose stages too) is
+    tried for raised arms and for legs whose knee or ankle the fit missed, the one closer
+    to the keypoints is kept, and the silhouette stage runs once, from that one.
+    """
+    kin = _kinematics(body, cfg.vertex_spacing_m)
+    n_cam, n_pose, n_sil = cfg.iterations
+    total = max(n_cam + n_pose + n_sil, 1)
+    head = replace(cfg, iterations=(n_cam, n_pose, 0))
+    fit = _fit(body, detections, (lambda f: progress(f * (n_cam + n_pose) / total)) if progress else None,
+               intrinsics, head, None)
+    raised = _raised_arms_pose(detections, kin)
+    if raised is not None and max(fit.keypoint_error_pct) > RETRY_KEYPOINT_ERROR_PCT:
+        # From the rest pose (arms down) the optimizer can get stuck on a raised arm
+        # (the arm swings up through the body, or the elbow folds): start once more with
+        # those arms already up, keep the better fit.
+        fit = _better(fit, _fit(body, detections, None, intrinsics, head, None, init_pose=raised))
+    lifted = _lifted_legs_start(fit, detections, kin)
+    if lifted is not None:
+        # A thigh pointing at the camera (sitting, crouching, kneeling on one knee, a tuck
+        # jump, a kick) looks short in the photo; from legs hanging down the optimizer pulls
+        # the knee sideways instead of forward and stays there. Start once more from this
+        # fit with those legs lifted from their keypoints (the camera is already placed).
+        warm = replace(cfg, iterations=(n_cam // WARM_CAMERA_SHARE, n_pose, 0))
+        fit = _better(fit, _fit(body, detections, None, intrinsics, warm, lifted))
+    if n_sil == 0:
+        return fit
+    tail = _fit(body, detections, (lambda f: progress((n_cam + n_pose + f * n_sil) / total)) if progress else None,
+                intrinsics, replace(cfg, iterations=(0, 0, n_sil)), fit)
+    tail.seconds += fit.seconds
+    tail.iterations += fit.iterations
+    tail.warnings = sorted(set(tail.warnings) | set(fit.warnings))
+    for k, v in fit.stage_seconds.items():
+        tail.stage_seconds[k] = tail.stage_seconds.get(k, 0.0) + v
+    return tail
 
 
 #: A fit whose keypoint error (% of the person's height) is above this gets a second start.
@@ -321,6 +353,124 @@ def _raised_arms_pose(detections: list[Detection], kin: _Kinematics) -> np.ndarr
                 pose[p, kin.fit_joints.index(joint), 2] = sign * RAISED_ARM_RAD
                 raised = True
     return pose if raised else None
+
+
+def _better(fit: BodyFit, second: BodyFit) -> BodyFit:
+    """The fit of the two starts closer to the keypoints (seconds, iterations, stage
+    seconds and warnings of both)."""
+    best, other = (second, fit) if sum(second.keypoint_error_pct) < sum(fit.keypoint_error_pct) else (fit, second)
+    best.warnings = sorted(set(best.warnings) | set(other.warnings))
+    best.seconds += other.seconds
+    best.iterations += other.iterations
+    for k, v in other.stage_seconds.items():
+        best.stage_seconds[k] = best.stage_seconds.get(k, 0.0) + v
+    return best
+
+
+#: A second start from an earlier fit runs this fraction (1/n) of the camera stage.
+WARM_CAMERA_SHARE = 4
+#: A leg whose fitted knee or ankle is this far from its keypoint (% of the person's
+#: height) gets lifted from its keypoints for a second start.
+LEG_RETRY_ERROR_PCT = 4.0
+#: (landmark side, thigh joint, shin joint)
+_LEGS = (("left", "upperleg01.L", "lowerleg01.L"), ("right", "upperleg01.R", "lowerleg01.R"))
+#: A lifted knee may bend this little past straight, and this much at most (degrees).
+_KNEE_RANGE_DEG = (-10.0, 160.0)
+
+
+def _lifted_legs_start(fit: BodyFit, detections: list[Detection], kin: _Kinematics) -> BodyFit | None:
+    """`fit` with the legs that missed their knee or ankle keypoint re-aimed at them, or None.
+
+    Each such leg is lifted into 3D with the fitted camera and body: the knee is put on
+    the camera ray through its keypoint at a thigh's length from the fitted hip, the ankle
+    on its ray at a shin's length from that knee. Of the two points on a ray (towards or
+    away from the camera) the thigh takes the one in front of the body (hips flex far
+    more than they extend); the shin one that bends the knee the right way: under the
+    hip when the foot is the lowest point of the person (the leg carries the body:
+    crouching, kneeling), else the straighter one (a kick).
+    """
+    from models.render.rotations import rotation_between
+
+    names = kin.lm_names
+    lmk = kin.body.topology.landmarks
+    needed = [f"{s}_{j}" for s, _, _ in _LEGS for j in ("hip", "knee", "ankle")]
+    if any(n not in names or lmk[n][0] != "joint" for n in needed) or \
+            any(t not in kin.fit_joints or k not in kin.fit_joints for _, t, k in _LEGS):
+        return None
+    with torch.no_grad():
+        shape_free = _inverse_elementwise(kin.shape_from_free, torch.as_tensor(fit.shape, dtype=torch.float32))[None]
+        lm, _ = kin.posed(shape_free, torch.as_tensor(np.asarray(fit.poses, np.float32)[:, kin.fit_idx]))
+        _, heads = kin.rest(shape_free)
+    lm, heads = lm.numpy().astype(np.float64), heads[0].numpy().astype(np.float64)
+    hpos = {j: i for i, j in enumerate(kin.heads_needed)}
+
+    def rest_head(landmark: str) -> np.ndarray:
+        return heads[hpos[lmk[landmark][1]]]
+
+    poses = np.array(fit.poses, np.float32)
+    lifted = False
+    for p, det in enumerate(detections):
+        cam = fit.cameras[p]
+        uv, _ = cam.project(lm[p].astype(np.float32))
+        height = max(det.person_height_px(), 1.0)
+        rows = np.flatnonzero((det.mask > 0.5).any(1))
+        bottom = float(rows[-1]) if rows.size else float(det.image_size[0])
+        centre = -cam.R.T.astype(np.float64) @ cam.t.astype(np.float64)
+        for side, thigh_joint, shin_joint in _LEGS:
+            hip, knee, ankle = (f"{side}_{j}" for j in ("hip", "knee", "ankle"))
+            kk, ka = det.keypoints[MEDIAPIPE_33.index(knee)], det.keypoints[MEDIAPIPE_33.index(ankle)]
+            if min(kk[2], ka[2]) < 0.5:
+                continue
+            err = max(np.linalg.norm(uv[names.index(knee)] - kk[:2]), np.linalg.norm(uv[names.index(ankle)] - ka[:2]))
+            if 100 * err / height < LEG_RETRY_ERROR_PCT:
+                continue
+            rest_thigh = rest_head(knee) - rest_head(hip)
+            rest_shin = rest_head(ankle) - rest_head(knee)
+            H = lm[p, names.index(hip)]
+            thighs = _on_ray(cam, centre, kk[:2], H, float(np.linalg.norm(rest_thigh)))
+            thigh = max(thighs, key=lambda d: d[2])  # in front of the body
+            Gt = rotation_between(rest_thigh, thigh)
+            K = H + thigh * np.linalg.norm(rest_thigh)
+            shins = _on_ray(cam, centre, ka[:2], K, float(np.linalg.norm(rest_shin)))
+            flex = {i: _flexion(Gt.T @ d) - _flexion(rest_shin) for i, d in enumerate(shins)}
+            ok = [i for i, f in flex.items() if _KNEE_RANGE_DEG[0] <= f <= _KNEE_RANGE_DEG[1]] or \
+                [min(flex, key=lambda i: abs(flex[i]))]
+            if ka[1] > bottom - 0.12 * height:  # the foot carries the body: ankle under the hip
+                shin = shins[min(ok, key=lambda i: abs(K[2] + shins[i][2] * np.linalg.norm(rest_shin) - H[2]))]
+            else:
+                shin = shins[min(ok, key=lambda i: abs(flex[i]))]
+            Gs = rotation_between(rest_shin, shin)
+            ti, si = kin.fit_idx[kin.fit_joints.index(thigh_joint)], kin.fit_idx[kin.fit_joints.index(shin_joint)]
+            poses[p, ti] = _matrix_to_axis_angle(Gt)
+            poses[p, si] = _matrix_to_axis_angle(Gt.T @ Gs)
+            lifted = True
+    if not lifted:
+        return None
+    return BodyFit(shape=fit.shape, poses=poses, cameras=fit.cameras, keypoint_error_pct=fit.keypoint_error_pct)
+
+
+def _flexion(d: np.ndarray) -> float:
+    """Knee flexion (degrees) of a shin direction in its thigh's rest frame (+: shin back)."""
+    return float(np.degrees(np.arctan2(-d[2], -d[1])))
+
+
+def _on_ray(cam: Camera, centre: np.ndarray, px: np.ndarray, origin: np.ndarray, length: float) -> list[np.ndarray]:
+    """Unit directions from `origin` to the points on the camera ray through pixel `px` at
+    `length` from it (two, one; the nearest point when the ray passes farther away)."""
+    K = cam.K.astype(np.float64)
+    ray = cam.R.T.astype(np.float64) @ np.array([(px[0] - K[0, 2]) / K[0, 0], (px[1] - K[1, 2]) / K[1, 1], 1.0])
+    ray /= np.linalg.norm(ray)
+    oc = centre - origin
+    b = float(ray @ oc)
+    disc = b * b - (float(oc @ oc) - length * length)
+    taus = [-b] if disc <= 0 else [-b - math.sqrt(disc), -b + math.sqrt(disc)]
+    out = []
+    for tau in taus:
+        d = centre + max(tau, 0.0) * ray - origin
+        n = float(np.linalg.norm(d))
+        if n > 1e-6:
+            out.append(d / n)
+    return out or [np.array([0.0, -1.0, 0.0])]
 
 
 def _fit(body, detections, progress, intrinsics, cfg: FitConfig, start: BodyFit | None,
@@ -441,6 +591,7 @@ def _fit(body, detections, progress, intrinsics, cfg: FitConfig, start: BodyFit 
         stage_seconds=stage_seconds,
         loss=final_loss,
     )
+
 
 
 def posed_vertices(body, shape: np.ndarray, pose: np.ndarray) -> np.ndarray:
