@@ -49,6 +49,9 @@ FIT_JOINTS = [
     "spine03", "spine01", "neck01", "head",
     "upperarm01.L", "lowerarm01.L", "upperarm01.R", "lowerarm01.R",
     "upperleg01.L", "lowerleg01.L", "upperleg01.R", "lowerleg01.R",
+    # The feet follow their heel and toe keypoints: pointed in a jump or a kick, the heel up
+    # behind a stride or a crouch (stiff like the torso: see models/fit/priors.py).
+    "foot.L", "foot.R",
 ]
 TORSO = ["left_shoulder", "right_shoulder", "left_hip", "right_hip"]
 # Landmarks that are less reliable on this body (hands, face details) count less.

@@ -10,7 +10,8 @@ Pose (per fit joint, axis-angle in world-aligned rest axes, see ``models/body/lb
 - *twist*: rotation of a limb about its own bone changes neither its keypoints nor much
   of its silhouette, so it is kept small.
 - *natural pose*: a weighted squared norm pulling towards the rest pose, stronger for the
-  spine, neck and head (people stand mostly upright) than for the limbs.
+  spine, neck and head (people stand mostly upright) and the feet (they follow only two
+  keypoints each, heel and toes) than for the limbs.
 
 Shape: a squared norm of the fit's unconstrained shape parameters (0 is the model's mean
 person: Anny phenotypes 0.5, SMPL-X betas 0).
