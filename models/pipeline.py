@@ -57,6 +57,12 @@ FIT_OPTIONS = "options.json"  # originals/options.json: {"strict": true} -> seve
 MIN_FIT_HEIGHT_PX = 128  # a person smaller than this cannot be fitted (256 px: a warning)
 UNTRUSTED_KEYPOINT_ERROR_PCT = 12.0  # a fit this far from the keypoints...
 UNTRUSTED_SILHOUETTE_IOU = 0.5  # ...or this far from the mask is an error, not an avatar
+FAILED_LIMB_ERROR_PCT = 8.0  # a failed fit names the body parts this far from their keypoints
+UNSUPPORTED_TORSO_TILT_DEG = 60.0  # a failed fit of a torso this far from upright: pose_unsupported
+TILTED_KEYPOINT_ERROR_PCT = 4.0  # the keypoint error such a torso's fit may have at most
+FIT_ADVICE = ("Send a photo of the person standing upright, facing the camera, with the whole body "
+              "visible (sitting, kneeling, crouching, jumping and kicking people are fitted, lying or "
+              "upside-down people are not).")
 
 
 def fit_stage(avatar_dir: Path, progress: Progress | None = None) -> dict[str, float]:
@@ -66,7 +72,9 @@ def fit_stage(avatar_dir: Path, progress: Progress | None = None) -> dict[str, f
     (OpenPose JSON, in the pixels of the photo as sent, EXIF-oriented) and ``mask_<i>.png``
     (person mask); with both, detection is skipped for that photo. The focal length comes
     from the photo's EXIF when present. Errors: ``no_person_detected``, ``multiple_people``
-    (only when options.json asks for ``strict``), ``person_too_small``, ``fit_failed``.
+    (only when options.json asks for ``strict``), ``person_too_small``, ``pose_unsupported``
+    (a failed fit of a photo whose torso is far from upright), ``fit_failed`` (any other
+    fit too far from the keypoints or the mask; the message names the body parts).
     """
     from models.body.registry import get_body
     from models.fit.fit_body import fit_body
@@ -102,13 +110,10 @@ def fit_stage(avatar_dir: Path, progress: Progress | None = None) -> dict[str, f
     iou = [silhouette_iou(body, fit.shape, fit.poses[i], fit.cameras[i], d.mask)
            for i, d in enumerate(detections)]
     stage_seconds = {**fit.stage_seconds, "silhouette_iou": time.perf_counter() - t_iou}
-    untrusted = [p.name for p, e, u in zip(photos, fit.keypoint_error_pct, iou)
-                 if not e <= UNTRUSTED_KEYPOINT_ERROR_PCT or u < UNTRUSTED_SILHOUETTE_IOU]
+    untrusted = [p.name for p, d, e, u in zip(photos, detections, fit.keypoint_error_pct, iou)
+                 if not e <= _keypoint_error_limit(d) or u < UNTRUSTED_SILHOUETTE_IOU]
     if untrusted:
-        raise PipelineError("fit_failed", f"The body could not be fitted to {', '.join(untrusted)} "
-                            "(the pose or the person's outline is too unclear).",
-                            details={"photos": untrusted, "keypoint_error_pct": fit.keypoint_error_pct,
-                                     "silhouette_iou": iou})
+        raise _fit_error(body, fit, detections, photos, untrusted, iou)
     warnings = sorted({w for d in detections for w in d.warnings} | set(fit.warnings))
     atomic_write_json(fit_dir / "fit.json", {
         "body_model": body.body_model,
@@ -128,6 +133,59 @@ def fit_stage(avatar_dir: Path, progress: Progress | None = None) -> dict[str, f
     })
     progress("fit", 1.0)
     return {"detect": t_detect, "fit": time.perf_counter() - t0}
+
+
+def _keypoint_error_limit(det) -> float:
+    """The keypoint error (% of the person's height) above which a fit is not an avatar:
+    stricter for a torso far from upright (the fit starts upright; it may still get such a
+    person right, but not roughly)."""
+    from models.fit.fit_body import torso_tilt_deg
+
+    tilt = torso_tilt_deg(det)
+    if tilt is not None and tilt > UNSUPPORTED_TORSO_TILT_DEG:
+        return TILTED_KEYPOINT_ERROR_PCT
+    return UNTRUSTED_KEYPOINT_ERROR_PCT
+
+
+def _fit_error(body, fit, detections, photos: list[Path], untrusted: list[str], iou: list[float]) -> PipelineError:
+    """The error for photos the body could not be fitted to: ``pose_unsupported`` when a
+    photo's torso is far from upright (lying, upside down, a cartwheel: the fit assumes an
+    upright body), else ``fit_failed``; the message names the body parts whose keypoints
+    the fitted body missed and says what photo to send instead."""
+    from models.fit.fit_body import limb_errors, torso_tilt_deg
+
+    errors = limb_errors(body, fit, detections)
+    problems, reasons = [], []
+    unsupported = False
+    for i, (path, det) in enumerate(zip(photos, detections)):
+        if path.name not in untrusted:
+            continue
+        tilt = torso_tilt_deg(det)
+        missed = {k: v for k, v in errors[i].items() if v is not None and v > FAILED_LIMB_ERROR_PCT}
+        unseen = [k for k, v in errors[i].items() if v is None]
+        problems.append({"photo": path.name, "limb_error_pct": errors[i], "limbs": sorted(missed, key=missed.get,
+                         reverse=True), "unseen": unseen, "torso_tilt_deg": None if tilt is None else round(tilt, 1)})
+        if tilt is not None and tilt > UNSUPPORTED_TORSO_TILT_DEG:
+            unsupported = True
+            reasons.append(f"in {path.name} the body is lying, bent over or upside down (the torso is "
+                           f"{tilt:.0f} degrees from upright)")
+        elif missed:
+            parts = [f"{k.replace('_', ' ')} ({v:.0f} %)" for k, v in sorted(missed.items(), key=lambda kv: -kv[1])]
+            reasons.append(f"in {path.name} the fitted body misses the {_and(parts)} (distance to the "
+                           "keypoints in % of the person's height)")
+        else:
+            reasons.append(f"in {path.name} the body does not match the person's outline "
+                           f"(overlap {iou[i]:.2f})")
+        if unseen:
+            reasons[-1] += f"; not seen: {_and([u.replace('_', ' ') for u in unseen])}"
+    code = "pose_unsupported" if unsupported else "fit_failed"
+    return PipelineError(code, f"The body could not be fitted to {', '.join(untrusted)}: {'; '.join(reasons)}. "
+                         f"{FIT_ADVICE}", details={"photos": untrusted, "keypoint_error_pct": fit.keypoint_error_pct,
+                                                    "silhouette_iou": iou, "problems": problems})
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _fit_options(avatar_dir: Path) -> dict:

@@ -11,6 +11,7 @@ from PIL import Image
 
 from models.detect.base import Detection
 from models.errors import PipelineError
+from models.fit.camera import Camera
 from models.fit.fit_body import BodyFit, FitConfig, _kinematics, fit_body, posed_vertices
 from models.fit.priors import PosePrior
 from models.fit.silhouette import edge_matches, fill_distance, outside_distance, silhouette_target
@@ -156,6 +157,36 @@ def test_legs_off_the_ground_get_a_lifted_start(body, gen, monkeypatch):
         assert flex > 0.5, (knee, flex)
 
 
+def test_a_jumping_person_fits_and_an_upside_down_one_gets_a_precise_error(tmp_path, body, gen):
+    from models.pipeline import fit_stage
+
+    def photo(img: np.ndarray, name: str):
+        d = tmp_path / name
+        (d / "originals").mkdir(parents=True)
+        Image.fromarray(np.ascontiguousarray(img)).save(d / "originals" / "photo_0.png")
+        return d
+
+    s = gen.sample(5_000_002, views=False, pose_kind="jumping", clothed=False)  # a stride leap, MediaPipe
+    assert s.meta["pose_kind"]["variant"] == "stride"
+    d = photo(s.image, "jump")
+    fit_stage(d)
+    fit = json.loads((d / "fit" / "fit.json").read_text())
+    fitted = BodyFit(shape=np.asarray(fit["shape"], np.float32), poses=np.asarray(fit["poses"], np.float32),
+                     cameras=[Camera.from_dict(fit["cameras"][0])], keypoint_error_pct=fit["keypoint_error_pct"])
+    assert _iou(body, fitted, 0, s.mask) > 0.85
+    # Upside down: refused with the code and a message that says what to send instead.
+    s = gen.sample(5_000_001, views=False, pose_kind="standing", clothed=False)
+    d = photo(s.image[::-1, ::-1], "upside_down")
+    with pytest.raises(PipelineError) as err:
+        fit_stage(d)
+    assert err.value.code == "pose_unsupported"
+    assert "upside down" in err.value.message and "standing upright, facing the camera" in err.value.message
+    problem = err.value.details["problems"][0]
+    assert problem["photo"] == "photo_0.png" and problem["torso_tilt_deg"] > 150
+    assert set(problem["limb_error_pct"]) == {"torso", "head", "left_arm", "right_arm", "left_leg", "right_leg"}
+    assert not (d / "fit" / "fit.json").exists()
+
+
 def test_warm_start_from_the_truth_stays_there(body, gen):
     s = gen.sample(5_000_002, views=False, clothed=False)  # the mask is the body's
     det = Detection(keypoints=s.keypoints_mp33, mask=s.mask.astype(np.float32))
@@ -249,6 +280,8 @@ def test_fit_stage_strictness_small_people_and_untrusted_fits(tmp_path, gen, mon
     with pytest.raises(PipelineError) as err:
         pipeline.fit_stage(tmp_path)
     assert err.value.code == "fit_failed" and err.value.details["photos"] == ["photo_0.png"]
+    assert "outline" in err.value.message and "standing upright, facing the camera" in err.value.message
+    assert err.value.details["problems"][0]["photo"] == "photo_0.png"
     assert not (tmp_path / "fit" / "fit.json").exists()
     monkeypatch.setattr(pipeline, "MIN_FIT_HEIGHT_PX", 1000)
     with pytest.raises(PipelineError) as err:

@@ -596,6 +596,54 @@ def _fit(body, detections, progress, intrinsics, cfg: FitConfig, start: BodyFit 
     )
 
 
+#: Body parts a failed fit is explained by: their landmarks (those the body has are used).
+LIMBS = {
+    "torso": ("left_shoulder", "right_shoulder", "left_hip", "right_hip"),
+    "head": ("nose", "left_eye", "right_eye", "left_ear", "right_ear"),
+    "left_arm": ("left_elbow", "left_wrist"),
+    "right_arm": ("right_elbow", "right_wrist"),
+    "left_leg": ("left_knee", "left_ankle", "left_heel", "left_foot_index"),
+    "right_leg": ("right_knee", "right_ankle", "right_heel", "right_foot_index"),
+}
+
+
+def limb_errors(body, fit: BodyFit, detections: list[Detection], config: FitConfig | None = None
+                ) -> list[dict[str, float | None]]:
+    """Per photo and body part (LIMBS): the mean distance (% of the person's height) from the
+    fitted body's landmarks to the confident keypoints; None where the part's keypoints
+    were not seen."""
+    kin = _kinematics(body, (config or FitConfig()).vertex_spacing_m)
+    names = kin.lm_names
+    with torch.no_grad():
+        shape_free = _inverse_elementwise(kin.shape_from_free, torch.as_tensor(fit.shape, dtype=torch.float32))[None]
+        lm, _ = kin.posed(shape_free, torch.as_tensor(np.asarray(fit.poses, np.float32)[:, kin.fit_idx]))
+    out = []
+    for p, det in enumerate(detections):
+        uv, _ = fit.cameras[p].project(lm[p].numpy())
+        height = max(det.person_height_px(), 1.0)
+        row: dict[str, float | None] = {}
+        for limb, landmarks in LIMBS.items():
+            errs = [float(np.linalg.norm(uv[names.index(n)] - det.keypoints[MEDIAPIPE_33.index(n), :2]))
+                    for n in landmarks
+                    if n in names and det.keypoints[MEDIAPIPE_33.index(n), 2] > MIN_CONFIDENCE]
+            row[limb] = round(100 * float(np.mean(errs)) / height, 2) if errs else None
+        out.append(row)
+    return out
+
+
+def torso_tilt_deg(det: Detection) -> float | None:
+    """How far the photo's torso (hips to shoulders) is from upright, in degrees (0: upright,
+    90: lying, 180: upside down); None when the shoulders or hips were not seen."""
+    kp = det.keypoints
+    idx = [MEDIAPIPE_33.index(n) for n in TORSO]
+    if kp[idx, 2].min() <= MIN_CONFIDENCE:
+        return None
+    shoulders, hips = kp[idx[:2], :2].mean(0), kp[idx[2:], :2].mean(0)
+    up = hips - shoulders  # image y grows downwards: upright = (0, +)
+    if float(np.linalg.norm(up)) < 1e-6:
+        return None
+    return float(np.degrees(np.arctan2(abs(up[0]), up[1])))
+
 
 def posed_vertices(body, shape: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """Model vertices [V,3] (world, glTF axes) for one shape and one pose [J,3]."""
