@@ -193,7 +193,7 @@ def _run_module(tmp_path: Path, script: str) -> dict:
 
 def test_error_codes_become_sentences(tmp_path: Path) -> None:
     codes = [
-        "no_person_detected", "invalid_image", "invalid_photo", "empty_upload",
+        "no_person_detected", "fit_failed", "pose_unsupported", "invalid_image", "invalid_photo", "empty_upload",
         "upload_too_large", "image_too_large", "too_many_photos", "storage_unavailable",
         "queue_unavailable", "job_store_unavailable", "avatar_not_found", "job_not_found",
         "model_asset_missing", "network_error", "webgl_unavailable", "http_401",
@@ -216,6 +216,7 @@ def test_error_codes_become_sentences(tmp_path: Path) -> None:
         assert sentence != default, code  # each code has its own sentence
         assert sentence.endswith(".") and "_" not in sentence, (code, sentence)
     assert "person" in out["no_person_detected"]
+    assert "standing upright" in out["fit_failed"] and "standing upright" in out["pose_unsupported"]
     assert "JPEG, PNG or WebP" in out["invalid_image"]
     assert "20 MB" in out["__limit"] and "at most 8" in out["__photos"]
 

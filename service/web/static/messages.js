@@ -11,6 +11,10 @@ export function explain(code, details = null) {
   switch (code) {
     case "no_person_detected":
       return "We could not find a person in this photo. Use a photo where one person is fully visible, standing and facing the camera.";
+    case "fit_failed":
+      return "We could not fit a body to this photo (the pose or the person's outline is unclear). Use a photo of the person standing upright, facing the camera, with the whole body visible.";
+    case "pose_unsupported":
+      return "This pose is not supported: the person is lying, bent over or upside down. Use a photo of the person standing upright, facing the camera, with the whole body visible (sitting, kneeling, crouching, jumping and kicking work too).";
     case "invalid_image":
     case "unsupported_media_type":
       return "This file is not a photo we can read. Use a JPEG, PNG or WebP image (and check that it opens on your device).";
