@@ -58,6 +58,11 @@ class TrainSettings:
     max_minutes: float = 0.0  # 0 = no limit; otherwise stop (and save) after this long
     seed: int = 0
     threads: int = 0  # torch threads (0 = torch's default)
+    # Targets in the photo's colours: each pair's ground truth (albedo) is matched per
+    # channel to its partial texture over the observed texels (the colour_match the
+    # pipeline applies to the model's output). The photo's light level cannot be known
+    # from the partial texture; without this the model spends itself guessing it.
+    match_target_colours: bool = True
 
 
 def _lr(step: int, s: TrainSettings) -> float:
@@ -104,7 +109,7 @@ def train(data_dir: Path, out_dir: Path, cfg: InpaintConfig | None = None, setti
     if pairs_cfg.size != cfg.atlas_size:
         raise ValueError(f"the pairs in {data_dir} are {pairs_cfg.size}x{pairs_cfg.size}; "
                          f"the model works at {cfg.atlas_size}")
-    data = load_pairs(data_dir)
+    data = _prepared(load_pairs(data_dir), s)
     if not data:
         raise FileNotFoundError(f"no training pairs in {data_dir}; make them with `avatars train data --out {data_dir}`")
     if s.threads:
@@ -166,7 +171,7 @@ def train(data_dir: Path, out_dir: Path, cfg: InpaintConfig | None = None, setti
             if s.max_minutes and (time.perf_counter() - t_start) > 60 * s.max_minutes:
                 break
             if time.perf_counter() - last_loaded > 300:  # pick up shards written meanwhile
-                fresh = load_pairs(data_dir)
+                fresh = _prepared(load_pairs(data_dir), s)
                 if len(fresh["seed"]) > len(data["seed"]):
                     data = fresh
                     train_idx, val_idx = _split(data)
@@ -232,6 +237,26 @@ def export(unet, ema, cfg: InpaintConfig, model_dir: Path) -> Path:
         return save_model(model_dir, unet, cfg)
     finally:
         ema.restore(unet.parameters())
+
+
+def _prepared(data: dict, s: TrainSettings) -> dict:
+    """The pairs as trained on (targets colour-matched to their partial texture when set)."""
+    if data and s.match_target_colours:
+        data["target"] = matched_targets(data["partial"], data["observed"], data["target"])
+    return data
+
+
+def matched_targets(partial: np.ndarray, observed: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """uint8 [N,S,S,3]: each target mapped per channel (alpha * t + beta, as
+    models.inpaint.apply.colour_match) onto its partial texture's observed texels."""
+    from models.inpaint.apply import colour_match
+
+    out = np.empty_like(target)
+    for i in range(len(target)):
+        t = target[i].astype(np.float32) / 255
+        a, b = colour_match(t, partial[i].astype(np.float32) / 255, observed[i])
+        out[i] = np.clip((t * a + b) * 255 + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def _validate(unet, ema, cfg, sched, data, idx, maps, out_dir: Path, step: int) -> float:
