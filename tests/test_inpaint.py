@@ -201,6 +201,60 @@ def test_train_cli_makes_pairs_trains_two_steps_and_resumes(tmp_path):
     assert res.exit_code != 0 and "1000000" in res.output  # benchmark seeds are refused
 
 
+def test_train_init_from_starts_a_new_run_from_a_model_and_records_it(tmp_path):
+    """--init-from: the run's first weights are the given model's (same architecture)."""
+    import torch
+    from click.testing import CliRunner
+    from diffusers import UNet2DModel
+
+    from service.cli import main
+
+    runner = CliRunner()
+    pairs, first, second = tmp_path / "pairs", tmp_path / "first", tmp_path / "second"
+    assert runner.invoke(main, ["train", "data", "--n", "2", "--seed", "20", "--size", "16", "--photo-size", "128",
+                                "--texel-size", "64", "--out", str(pairs)]).exit_code == 0
+    base = ["train", "inpaint", "--data", str(pairs), "--batch-size", "2", "--val-every", "0"]
+    res = runner.invoke(main, base + ["--out", str(first), "--steps", "1", "--channels", "8,16"])
+    assert res.exit_code == 0, res.output
+    # a tiny learning rate: the second run's weights stay next to the first run's model
+    res = runner.invoke(main, base + ["--out", str(second), "--steps", "1", "--lr", "1e-9",
+                                      "--init-from", str(first / "model")])
+    assert res.exit_code == 0, res.output
+    a = UNet2DModel.from_pretrained(first / "model" / "unet").state_dict()
+    b = UNet2DModel.from_pretrained(second / "model" / "unet").state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    rec = json.loads((second / "train.json").read_text())
+    assert rec["init_from"] == str(first / "model") and rec["model"]["block_out_channels"] == [8, 16]
+    bad = runner.invoke(main, base + ["--out", str(tmp_path / "third"), "--init-from", str(pairs)])
+    assert bad.exit_code != 0 and "inpaint.json" in bad.output
+
+
+def test_training_targets_are_matched_to_the_photos_colours():
+    """Each target is mapped per channel onto its partial texture's observed texels."""
+    from models.inpaint.train import matched_targets
+
+    rng = np.random.default_rng(0)
+    target = rng.integers(40, 200, (2, 16, 16, 3)).astype(np.uint8)
+    observed = np.zeros((2, 16, 16), bool)
+    observed[:, :, :8] = True
+    partial = np.clip(target.astype(np.float32) * 0.6 + 30, 0, 255).astype(np.uint8)  # a darker, lifted light
+    partial[~observed] = 0
+    got = matched_targets(partial, observed, target)
+    want = np.clip(target.astype(np.float32) * 0.6 + 30, 0, 255)
+    assert np.abs(got.astype(np.float32) - want).max() <= 2  # unseen texels too: same light
+
+
+def test_the_model_before_retraining_stays_shipped_for_comparison():
+    from models.inpaint import registry
+
+    src = registry.shipped_source("inpaint_tight64")
+    if src is None:
+        pytest.skip("inpaint_tight64 is not in this checkout")
+    registry.verify(src)
+    assert registry.shipped_source("no_such_model") is None
+    assert src.path != registry.model_source().path
+
+
 def _avatar_from_ground_truth(root: Path) -> Path:
     """An avatar directory whose fit stage is replaced by the synthetic person's ground truth."""
     from models.synth.quick import person
