@@ -409,8 +409,10 @@ def train_group() -> None:
               help="Atlas the photos are unprojected into (then averaged down to --size).")
 @click.option("-o", "--out", "out_dir", required=True,
               type=click.Path(file_okay=False, path_type=Path), help="Output directory.")
+@click.option("--set", "people", type=click.Choice(["clothed", "tight"]), default="clothed", show_default=True,
+              help="The synthetic people: clothed, or the older skin-tight ones.")
 @friendly_errors
-def train_data(n: int, seed: int, size: int, photo_size: int, texel_size: int, out_dir: Path) -> None:
+def train_data(n: int, seed: int, size: int, photo_size: int, texel_size: int, people: str, out_dir: Path) -> None:
     """Write inpainting training pairs (partial -> full texture) to DIR; resumable."""
     from tqdm import tqdm
 
@@ -421,7 +423,8 @@ def train_data(n: int, seed: int, size: int, photo_size: int, texel_size: int, o
             bar.update(done - bar.n)
 
         stats = write_pairs(out_dir, n, seed=seed, progress=progress,
-                            settings=PairSettings(size=size, photo_size=photo_size, texel_size=texel_size))
+                            settings=PairSettings(size=size, photo_size=photo_size, texel_size=texel_size,
+                                                  clothed=people == "clothed"))
     click.echo(f"{n} pairs in {out_dir} ({stats['made']} made in {stats['seconds']} s)")
 
 

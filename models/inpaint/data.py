@@ -42,6 +42,7 @@ class PairSettings:
     pose_sigma_deg: float = 3.0
     shape_sigma: float = 0.05
     camera_sigma_m: float = 0.01
+    clothed: bool = True  # the synthetic people: clothed (default) or skin-tight (painted clothes)
 
 
 class PairMaker:
@@ -53,7 +54,7 @@ class PairMaker:
         from models.texture.unproject import limb_parts
 
         self.s = settings or PairSettings()
-        self.gen = get_generator(self.s.photo_size)
+        self.gen = get_generator(self.s.photo_size, clothed=self.s.clothed)
         top = self.gen.body.topology
         self.faces = top.faces
         self.tm = texel_map(top.uvs, top.faces, self.s.texel_size)
