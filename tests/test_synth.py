@@ -204,7 +204,7 @@ def test_front_and_back_differ_like_clothes(gen):
 
 
 def test_poses_and_backgrounds_vary(gen):
-    kinds = {gen.random_pose(np.random.default_rng(s))[1]["kind"] for s in range(30)}
+    kinds = {gen.random_pose(np.random.default_rng(s))[1]["kind"] for s in range(300)}
     assert kinds == set(G.POSE_KINDS)
     for kind in G.BACKGROUND_KINDS:
         bg, k = gen.background(np.random.default_rng(1), kind)
