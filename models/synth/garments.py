@@ -251,7 +251,7 @@ def _drape(b, rng, o: O.Outfit, verts: np.ndarray, texel_labels_full: np.ndarray
     fj = (ui - j0)[None, :, None]
     p = (vt[k0][:, j0] * (1 - fk) * (1 - fj) + vt[k0 + 1][:, j0] * fk * (1 - fj)
          + vt[k0][:, j0 + 1] * (1 - fk) * fj + vt[k0 + 1][:, j0 + 1] * fk * fj)
-    _, near = b.drape_tree.query(p.reshape(-1, 3))
+    _, near = b.drape_tree.query(p.reshape(-1, 3), eps=0.5)  # approximate: a texel or so off
     lab = texel_labels_full[b.drape_tree_texels[near]].reshape(E, cols).repeat(2, 0).repeat(2, 1)
     # The drape is cloth: a nearest texel of skin or hair (below a short skirt's hem, long
     # hair) takes the garment's own label; a coat's skirt is all coat.
